@@ -1,0 +1,1 @@
+"""Destinations: the SQLite store, the live terminal view and the headless JSON stream."""
