@@ -97,6 +97,30 @@ class SyncInfo(_Model):
     ralph_commit: str | None = None
 
 
+class DiffEvidence(_Model):
+    """What a commit's diff hunks show, extracted once by the commit collector.
+
+    The scorer never reads git: it judges iterations from this evidence. Python files
+    get an AST view (the enclosing def/class of each changed line); other languages
+    fall back to git's hunk-header function context and line patterns.
+    """
+
+    symbols_changed: list[str] = Field(default_factory=list)  # production functions/classes touched
+    test_functions: list[str] = Field(default_factory=list)  # test functions added or changed
+    test_references: list[str] = Field(default_factory=list)  # identifiers used by changed test lines
+    asserts_added: int = 0
+    asserts_removed: int = 0
+    test_weakening: int = 0  # removed tolerances/settings/asserts, added skips, in tests
+    flags_added: list[str] = Field(default_factory=list)  # CLI flags / config fields introduced
+    flags_consumed: list[str] = Field(default_factory=list)  # of those, the ones also read
+    added_hashes: list[str] = Field(default_factory=list)  # short hashes of normalised added code lines
+    removed_hashes: list[str] = Field(default_factory=list)
+    revert_of: str | None = None  # "This reverts commit <sha>"
+    languages: list[str] = Field(default_factory=list)
+    ast: bool = False
+    truncated: bool = False  # too large: evidence covers only part of the diff
+
+
 class Commit(_Model):
     kind: Literal["commit"] = "commit"
     sha: str
@@ -114,6 +138,7 @@ class Commit(_Model):
     ledger_ids: list[str] = Field(default_factory=list)
     tests: TestsReport = Field(default_factory=TestsReport)
     files: list[FileStat] = Field(default_factory=list)
+    evidence: DiffEvidence = Field(default_factory=DiffEvidence)
     backfill: bool = False
 
     @property
