@@ -301,6 +301,7 @@ class HubOpened(_Model):
     path: str
     initiative: str | None = None
     stamp: str
+    existing: bool = False  # already there when the collector started: not a new hub
 
 
 class HubUpdated(_Model):
@@ -359,6 +360,7 @@ class Heartbeat(_Model):
     sent: int = 0  # events this stream has published so far (excluding heartbeats)
     dropped: int = 0  # events this stream gave up on (send timed out)
     interval: float = 2.0
+    final: bool = False  # the collector is stopping cleanly: expect no more from this stream
 
 
 class Warning(_Model):  # noqa: A001 - the event kind is "warning"

@@ -1,0 +1,315 @@
+"""The bus over ZeroMQ: collectors publish, the scorer/sinks side receives.
+
+Pattern: each publisher is a DEALER connected to one ROUTER bound by the receiver.
+Unlike PUB/SUB, a DEALER never drops at its high-water mark: it blocks, and a
+send that stays blocked past `send_timeout_ms` is *counted* as dropped, so a burst
+is either delivered or visibly lost. Every message carries a per-stream sequence
+number (heartbeats too), so the receiver sees any gap, and heartbeats carry the
+sender's own sent/dropped counts. The same code runs embedded (inproc://) and
+split across processes or machines (ipc://, tcp://); only the endpoint differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+import zmq
+from pydantic import ValidationError
+
+from monitor.config import BusSettings
+from monitor.events import SCHEMA_VERSION, Envelope, Heartbeat, Warning, utcnow
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def new_stream_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def is_loopback(endpoint: str) -> bool:
+    """ipc://, inproc:// and tcp:// on a loopback address stay on this machine."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if endpoint.startswith("tcp://"):
+        host = endpoint[len("tcp://") :].rsplit(":", 1)[0]
+        return host in LOOPBACK_HOSTS or host.startswith("127.")
+    return False
+
+
+class Publisher:
+    """One collector's sending end: numbers its messages and never loses one silently."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        repo: str,
+        source: str,
+        *,
+        settings: BusSettings | None = None,
+        context: zmq.Context | None = None,
+        stream: str | None = None,
+    ) -> None:
+        self.settings = settings or BusSettings()
+        self.repo = repo
+        self.source = source
+        self.stream = stream or new_stream_id()
+        self.endpoint = endpoint
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.SNDHWM, self.settings.high_water_mark)
+        self._socket.setsockopt(zmq.SNDTIMEO, self.settings.send_timeout_ms)
+        self._socket.setsockopt(zmq.LINGER, 2000)
+        self._socket.connect(endpoint)
+        self._lock = threading.Lock()
+        self.seq = 0  # last sequence number used
+        self.sent = 0
+        self.dropped = 0
+
+    def envelope(self, payload: Any, time: datetime | None = None) -> Envelope:
+        """Number and wrap a payload (the caller holds the lock)."""
+        self.seq += 1
+        now = utcnow()
+        return Envelope(
+            repo=self.repo, source=self.source, stream=self.stream, seq=self.seq, time=time or now, observed=now, payload=payload
+        )
+
+    def publish(self, payload: Any, time: datetime | None = None) -> bool:
+        """Send one event; False when it had to be dropped (counted, and the gap shows)."""
+        with self._lock:
+            env = self.envelope(payload, time)
+            return self._send(env.to_wire(), counts=not isinstance(payload, Heartbeat))
+
+    def heartbeat(self, final: bool = False) -> bool:
+        with self._lock:
+            beat = Heartbeat(sent=self.sent, dropped=self.dropped, interval=self.settings.heartbeat_seconds, final=final)
+            return self._send(self.envelope(beat).to_wire(), counts=False)
+
+    def _send(self, data: bytes, counts: bool) -> bool:
+        try:
+            self._socket.send(data, copy=len(data) < 65536)
+        except zmq.Again:
+            if counts:
+                self.dropped += 1
+            return False
+        if counts:
+            self.sent += 1
+        return True
+
+    def close(self, linger_ms: int | None = None) -> None:
+        with self._lock:
+            if linger_ms is not None:
+                self._socket.setsockopt(zmq.LINGER, linger_ms)
+            self._socket.close()
+
+
+@dataclass
+class StreamState:
+    repo: str
+    source: str
+    stream: str
+    last_seq: int = 0
+    last_heard: float = field(default_factory=time.monotonic)
+    received: int = 0
+    missing: int = 0
+    silent_reported: bool = False
+    sender_dropped: int = 0
+
+
+@dataclass
+class BusCounters:
+    received: int = 0
+    malformed: int = 0
+    oversized: int = 0
+    wrong_version: int = 0
+    gaps: int = 0
+    missing: int = 0
+
+
+class Receiver:
+    """The receiving end: validates every message, tracks each stream's sequence and silence.
+
+    Problems become `warning` envelopes (source "bus") mixed into what `poll` returns,
+    so every sink sees them.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        settings: BusSettings | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.settings = settings or BusSettings()
+        self.endpoint = endpoint
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.RCVHWM, self.settings.high_water_mark)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        if endpoint.startswith("ipc://"):
+            path = endpoint[len("ipc://") :]
+            if path and os.path.exists(path):
+                os.unlink(path)  # a stale socket file from a killed server
+        self._socket.bind(endpoint)
+        self.stream = new_stream_id()
+        self.seq = 0
+        self.streams: dict[tuple[str, str, str], StreamState] = {}
+        self.counters = BusCounters()
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+
+    @property
+    def bound_endpoint(self) -> str:
+        return self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def warning(self, repo: str, code: str, message: str, **detail: Any) -> Envelope:
+        self.seq += 1
+        return Envelope(
+            repo=repo, source="bus", stream=self.stream, seq=self.seq, payload=Warning(code=code, message=message, detail=detail)
+        )
+
+    def poll(self, timeout_ms: int, max_messages: int = 10_000) -> list[Envelope]:
+        """Wait up to `timeout_ms` for traffic, then drain what is there (at most `max_messages`)."""
+        out: list[Envelope] = []
+        if not self._poller.poll(timeout_ms):
+            return out
+        for _ in range(max_messages):
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            self._accept(frames, out)
+        return out
+
+    def _accept(self, frames: list[bytes], out: list[Envelope]) -> None:
+        self.counters.received += 1
+        data = frames[-1] if len(frames) >= 2 else b""
+        sender = frames[0].hex() if frames else "?"
+        if len(frames) != 2:
+            self.counters.malformed += 1
+            out.append(self.warning("*", "bus_malformed", f"dropped a message of {len(frames)} frames", sender=sender))
+            return
+        if len(data) > self.settings.max_message_bytes:
+            self.counters.oversized += 1
+            out.append(
+                self.warning(
+                    "*",
+                    "bus_oversized",
+                    f"dropped a {len(data)}-byte message (limit {self.settings.max_message_bytes})",
+                    sender=sender,
+                    size=len(data),
+                )
+            )
+            return
+        try:
+            env = Envelope.from_wire(data)
+        except ValidationError as err:
+            out.append(self._invalid(data, err, sender))
+            return
+        out.extend(self._track(env))
+        out.append(env)
+
+    def _invalid(self, data: bytes, err: ValidationError, sender: str) -> Envelope:
+        version = None
+        try:
+            version = json.loads(data).get("v")
+        except Exception:
+            pass
+        if version is not None and version != SCHEMA_VERSION:
+            self.counters.wrong_version += 1
+            return self.warning(
+                "*",
+                "bus_wrong_version",
+                f"dropped a message of schema version {version!r}; this loopmon reads version {SCHEMA_VERSION}",
+                sender=sender,
+            )
+        self.counters.malformed += 1
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return self.warning(
+            "*", "bus_malformed", f"dropped a malformed message ({where}: {first['msg']})", sender=sender, size=len(data)
+        )
+
+    def _track(self, env: Envelope) -> Iterable[Envelope]:
+        key = (env.repo, env.source, env.stream)
+        state = self.streams.get(key)
+        if state is None:
+            state = self.streams[key] = StreamState(env.repo, env.source, env.stream)
+        state.last_heard = time.monotonic()
+        state.received += 1
+        warnings: list[Envelope] = []
+        if state.silent_reported:
+            state.silent_reported = False
+            warnings.append(
+                self.warning(env.repo, "collector_back", f"collector {env.source} is sending again", source=env.source, stream=env.stream)
+            )
+        expected = state.last_seq + 1
+        if env.seq > expected and (state.last_seq > 0 or env.seq > 1):
+            lost = env.seq - expected
+            state.missing += lost
+            self.counters.gaps += 1
+            self.counters.missing += lost
+            warnings.append(
+                self.warning(
+                    env.repo,
+                    "sequence_gap",
+                    f"{lost} event(s) from collector {env.source} never arrived (seq {expected}..{env.seq - 1})",
+                    source=env.source,
+                    stream=env.stream,
+                    first=expected,
+                    last=env.seq - 1,
+                )
+            )
+        if env.seq > state.last_seq:
+            state.last_seq = env.seq
+        if isinstance(env.payload, Heartbeat) and env.payload.final:
+            state.silent_reported = True  # ended cleanly: never report it silent
+        if isinstance(env.payload, Heartbeat) and env.payload.dropped > state.sender_dropped:
+            newly = env.payload.dropped - state.sender_dropped
+            state.sender_dropped = env.payload.dropped
+            warnings.append(
+                self.warning(
+                    env.repo,
+                    "sender_dropped",
+                    f"collector {env.source} could not send {newly} event(s): the receiver was too slow",
+                    source=env.source,
+                    stream=env.stream,
+                    dropped=env.payload.dropped,
+                )
+            )
+        return warnings
+
+    def check_silence(self) -> list[Envelope]:
+        """Warn once about each stream not heard from for `silence_seconds`."""
+        now = time.monotonic()
+        out = []
+        for state in self.streams.values():
+            if not state.silent_reported and now - state.last_heard > self.settings.silence_seconds:
+                state.silent_reported = True
+                out.append(
+                    self.warning(
+                        state.repo,
+                        "collector_silent",
+                        f"collector {state.source} has sent nothing for {now - state.last_heard:.0f} s",
+                        source=state.source,
+                        stream=state.stream,
+                    )
+                )
+        return out
+
+    def forget(self, repo: str, source: str, stream: str) -> None:
+        """A stream that ended cleanly is no longer expected to speak."""
+        self.streams.pop((repo, source, stream), None)
+
+    def position(self, repo: str, source: str, stream: str) -> int:
+        state = self.streams.get((repo, source, stream))
+        return state.last_seq if state else 0
+
+    def close(self) -> None:
+        self._socket.close()

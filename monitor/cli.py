@@ -1,0 +1,432 @@
+"""The `loopmon` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import zmq
+
+from monitor import __version__
+from monitor.config import ConfigError, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+loopmon watches an autonomous coding-agent loop (a supervisor and an engineer agent
+taking turns on one git repository) and tells you, as it happens, whether the loop is
+producing code or spinning: it scores every iteration, counts dwell (planning turns
+with no code landing), raises alerts, keeps everything in SQLite and shows it live.
+
+start here:   loopmon demo                 a simulated loop, monitored live
+a real loop:  loopmon run --repo PATH      watch it (Ctrl-C to stop)
+its history:  loopmon backfill --repo PATH score everything already committed
+"""
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out; exit status 2."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, getattr(args, "repo", None))
+
+
+def _repo(args: argparse.Namespace, must_exist: bool = True) -> Path:
+    repo = Path(args.repo or os.getcwd()).expanduser()
+    if must_exist and not repo.is_dir():
+        raise UsageError(f"--repo {repo}: no such folder")
+    return repo.resolve() if repo.exists() else repo
+
+
+def _db(args: argparse.Namespace, repo: Path | None, settings: Settings) -> Path:
+    from monitor.runtime import default_db_path
+
+    if args.db:
+        return Path(args.db).expanduser()
+    if repo is None:
+        return Path(settings.store.db)
+    return default_db_path(repo, settings)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _err(message: str) -> None:
+    print(f"loopmon: {message}", file=sys.stderr, flush=True)
+
+
+def _make_scorer(settings: Settings, store: Any) -> Any | None:
+    try:
+        from monitor.scorer import Scorer
+    except ImportError:
+        return None
+    scorer = Scorer(settings)
+    if store is not None:
+        scorer.restore(store.input_events(), store.alert_keys())
+    return scorer
+
+
+class Monitor:
+    """The receiving half with its sinks, as every command that writes the store builds it."""
+
+    def __init__(self, settings: Settings, db: Path, endpoint: str, context: zmq.Context, *, headless: bool, view: bool = True) -> None:
+        from monitor.runtime import Server
+        from sinks.sqlite import SqliteSink
+
+        self.store = SqliteSink(db, settings.store)
+        sinks: list[Any] = [self.store]
+        self.view = None
+        if headless:
+            from sinks.headless import JsonLinesSink
+
+            sinks.append(JsonLinesSink())
+        elif view:
+            from sinks.live import LiveView
+
+            self.view = LiveView(settings.view)
+            sinks.append(self.view)
+        self.server = Server(endpoint, sinks, settings, context=context, scorer=_make_scorer(settings, self.store), on_error=_err)
+
+    def start(self) -> "Monitor":
+        self.server.start()
+        return self
+
+    def wait(self, stop: threading.Event) -> None:
+        """Show the live view (or just wait) until `stop` is set."""
+        if self.view is not None:
+            self.view.run(stop)
+        else:
+            while not stop.wait(0.2):
+                pass
+
+    def close(self, positions: dict | None = None) -> None:
+        if positions:
+            if not self.server.wait_for(positions, timeout=30):
+                _err("some events were not written before shutdown (see warnings in the store)")
+        self.server.stop()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.runtime import CollectorSet, inproc_endpoint
+
+    repo = _repo(args)
+    settings = _settings(args)
+    db = _db(args, repo, settings)
+    if args.snapshot:
+        return _snapshot(db, args.snapshot, settings)
+    context = zmq.Context()
+    endpoint = inproc_endpoint()
+    monitor = Monitor(settings, db, endpoint, context, headless=args.headless).start()
+    collectors = CollectorSet(repo, settings, endpoint, context=context).start()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    if args.duration:
+        threading.Timer(args.duration, stop.set).start()
+    try:
+        monitor.wait(stop)
+    finally:
+        collectors.stop()
+        monitor.close(collectors.positions())
+        collectors.close()
+    if not args.headless:
+        print(f"loopmon: database at {db}")
+    return EXIT_OK
+
+
+def _snapshot(db: Path, target: str, settings: Settings) -> int:
+    from sinks.live import LiveView
+
+    if not db.exists():
+        raise UsageError(f"--db {db}: no such database (run `loopmon run` or `loopmon backfill` first)")
+    if not target.endswith((".svg", ".html")):
+        raise UsageError("--snapshot takes a FILE.svg or FILE.html")
+    LiveView.from_store(db, settings=settings.view).snapshot(target)
+    print(f"loopmon: snapshot written to {target}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from monitor.bus import is_loopback
+
+    settings = _settings(args)
+    if not is_loopback(args.bind):
+        raise UsageError(
+            f"--bind {args.bind}: not a loopback or ipc:// endpoint; loopmon only serves this machine "
+            "(use ipc://PATH or tcp://127.0.0.1:PORT)"
+        )
+    db = _db(args, None, settings)
+    context = zmq.Context()
+    monitor = Monitor(settings, db, args.bind, context, headless=args.headless).start()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    if args.duration:
+        threading.Timer(args.duration, stop.set).start()
+    print(f"loopmon: serving {monitor.server.endpoint} into {db}", file=sys.stderr, flush=True)
+    try:
+        monitor.wait(stop)
+    finally:
+        monitor.close()
+    return EXIT_OK
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from monitor.runtime import CollectorSet
+
+    repo = _repo(args)
+    settings = _settings(args)
+    context = zmq.Context()
+    collectors = CollectorSet(repo, settings, args.connect, context=context).start()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    if args.duration:
+        threading.Timer(args.duration, stop.set).start()
+    print(f"loopmon: collecting {repo} into {args.connect}", file=sys.stderr, flush=True)
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        collectors.stop()
+        collectors.close()
+        context.term()
+    return EXIT_OK
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from collectors.commits import backfill
+    from monitor.bus import Publisher
+    from monitor.runtime import inproc_endpoint, repo_id_for
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    repo = _repo(args)
+    settings = _settings(args)
+    db = _db(args, repo, settings)
+    context = zmq.Context()
+    endpoint = inproc_endpoint()
+    monitor = Monitor(settings, db, endpoint, context, headless=False, view=False).start()
+    publisher = Publisher(endpoint, repo_id_for(repo, settings), "backfill", settings=settings.bus, context=context)
+    progress = Progress(
+        TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False, disable=args.quiet
+    )
+    task = progress.add_task("commits", total=None)
+
+    def advance(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    try:
+        with progress:
+            count = backfill(repo, settings, publisher.publish, rev=args.rev, since=args.since, progress=advance)
+    finally:
+        publisher.heartbeat(final=True)
+        monitor.close({(publisher.repo, publisher.source, publisher.stream): publisher.seq})
+        publisher.close()
+    print(f"loopmon: {count} commits replayed into {db}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from monitor.simulator import SCENARIOS, LoopSimulator
+
+    if args.scenario not in SCENARIOS:
+        raise UsageError(f"--scenario {args.scenario}: unknown; choose from {', '.join(SCENARIOS)}")
+    repo = _repo(args, must_exist=False)
+    repo.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    sim = LoopSimulator(repo, scenario=args.scenario, seed=args.seed, pace=args.pace)
+    turns = sim.run(args.iterations, stop=stop)
+    print(f"loopmon: simulated {len(turns)} turns in {repo}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.runtime import CollectorSet, inproc_endpoint
+    from monitor.simulator import LoopSimulator
+
+    settings = _settings(args)
+    workdir = Path(tempfile.mkdtemp(prefix="loopmon-demo-"))
+    repo = workdir / "loop"
+    repo.mkdir()
+    db = Path(args.db).expanduser() if args.db else workdir / "loopmon.db"
+    sim = LoopSimulator(repo, scenario=args.scenario, seed=args.seed, pace=args.pace)
+    sim.init_repo() if hasattr(sim, "init_repo") else None
+    context = zmq.Context()
+    endpoint = inproc_endpoint()
+    monitor = Monitor(settings, db, endpoint, context, headless=args.headless).start()
+    collectors = CollectorSet(repo, settings, endpoint, context=context).start()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    sim_done = threading.Event()
+
+    def play() -> None:
+        try:
+            sim.run(args.iterations, stop=stop)
+        except Exception as exc:
+            _err(f"the simulator stopped: {exc!r}")
+        finally:
+            sim_done.set()
+            # Let the last turn's events reach the store and the view before leaving.
+            time.sleep(1.0)
+            stop.set()
+
+    player = threading.Thread(target=play, name="loopmon-simulator", daemon=True)
+    player.start()
+    try:
+        monitor.wait(stop)
+    finally:
+        stop.set()
+        player.join(10)
+        collectors.stop()
+        monitor.close(collectors.positions())
+        collectors.close()
+    print(f"loopmon: demo repository at {repo}")
+    print(f"loopmon: database at {db}  (try: loopmon run --repo {repo} --snapshot view.svg --db {db})")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loopmon", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"loopmon {__version__}")
+    parser.add_argument(
+        "--config", metavar="PATH", help="settings file (default: $LOOPMON_CONFIG, else <repo>/loopmon.toml, else built-in defaults)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="settings file (see loopmon --help)")
+        return p
+
+    def repo_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--repo", metavar="PATH", help="the loop's git repository (default: the current folder)")
+
+    def db_arg(p: argparse.ArgumentParser, default: str = "<repo>/.loopmon/loopmon.db") -> None:
+        p.add_argument("--db", metavar="PATH", help=f"the SQLite store (default: {default})")
+
+    def duration_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after this long")
+
+    p = add(
+        "run",
+        cmd_run,
+        "watch a loop live: collectors, scorer, store and view in one process",
+        "Watch a loop's repository as it runs: every commit and file change is collected, scored,\n"
+        "stored in SQLite and shown live. Ctrl-C stops it.",
+    )
+    repo_arg(p)
+    db_arg(p)
+    p.add_argument("--headless", action="store_true", help="no live view: one JSON line per event on stdout")
+    p.add_argument("--snapshot", metavar="FILE", help="write the current view from the store to FILE.svg or FILE.html and exit")
+    duration_arg(p)
+
+    p = add(
+        "serve",
+        cmd_serve,
+        "the receiving half: scorer and store, fed by `loopmon collect` processes",
+        "Bind ENDPOINT and store what any number of `loopmon collect` processes send.\n"
+        "Endpoints: ipc://PATH, or tcp://127.0.0.1:PORT (loopback only).",
+    )
+    p.add_argument("--bind", metavar="ENDPOINT", required=True, help="where collectors connect, e.g. ipc:///tmp/loopmon.sock")
+    db_arg(p, ".loopmon/loopmon.db under the current folder")
+    p.add_argument("--headless", action="store_true", help="no live view: one JSON line per event on stdout")
+    duration_arg(p)
+
+    p = add(
+        "collect",
+        cmd_collect,
+        "the sending half: watch a repo and send its events to `loopmon serve`",
+        "Watch one repository and send its events to a `loopmon serve` at ENDPOINT.",
+    )
+    repo_arg(p)
+    p.add_argument("--connect", metavar="ENDPOINT", required=True, help="the serve side's endpoint")
+    duration_arg(p)
+
+    p = add(
+        "backfill",
+        cmd_backfill,
+        "replay a repository's history into the store (scored as if watched live)",
+        "Replay committed history through the collector, bus and scorer into the store.\n"
+        "Running it again adds nothing twice.",
+    )
+    repo_arg(p)
+    db_arg(p)
+    p.add_argument("--rev", default="--all", help="what to replay: a branch, tag or range (default: every ref)")
+    p.add_argument("--since", metavar="SHA", help="only commits after this one")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add(
+        "simulate",
+        cmd_simulate,
+        "play a simulated agent loop into a git repository",
+        "Create (or continue) a real git repository and play supervisor and engineer turns\n"
+        "into it, as a real loop would. Seeded: the same seed gives the same history.",
+    )
+    repo_arg(p)
+    p.add_argument("--scenario", default="mixed", help="productive, dwell, stuck-rebase, bulky-artifact or mixed (default)")
+    p.add_argument("--iterations", type=int, default=10, help="iterations to play (default 10)")
+    p.add_argument("--pace", type=float, default=0.0, help="seconds between turns; 0 = as fast as git allows")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add(
+        "demo",
+        cmd_demo,
+        "a simulated loop in a temporary repo, monitored live: the first thing to try",
+        "Make a temporary repository, play a simulated loop into it and monitor it live.\n"
+        "Stops by itself after --iterations (about a minute by default) or at Ctrl-C,\n"
+        "and says where the database is.",
+    )
+    db_arg(p, "a temporary folder")
+    p.add_argument("--iterations", type=int, default=20, help="iterations to play (default 20, about a minute)")
+    p.add_argument("--pace", type=float, default=1.5, help="seconds between turns (default 1.5)")
+    p.add_argument("--scenario", default="mixed", help="the simulator's scenario (default mixed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--headless", action="store_true", help="no live view: one JSON line per event on stdout")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        _err(f"bad configuration: {err}")
+        return EXIT_USAGE
+    except UsageError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
