@@ -212,6 +212,10 @@ class Receiver:
         except ValidationError as err:
             out.append(self._invalid(data, err, sender))
             return
+        if env.v != SCHEMA_VERSION:
+            self.counters.wrong_version += 1
+            out.append(self._wrong_version(env.v, sender))
+            return
         out.extend(self._track(env))
         out.append(env)
 
@@ -223,17 +227,20 @@ class Receiver:
             pass
         if version is not None and version != SCHEMA_VERSION:
             self.counters.wrong_version += 1
-            return self.warning(
-                "*",
-                "bus_wrong_version",
-                f"dropped a message of schema version {version!r}; this loopmon reads version {SCHEMA_VERSION}",
-                sender=sender,
-            )
+            return self._wrong_version(version, sender)
         self.counters.malformed += 1
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return self.warning(
             "*", "bus_malformed", f"dropped a malformed message ({where}: {first['msg']})", sender=sender, size=len(data)
+        )
+
+    def _wrong_version(self, version: Any, sender: str) -> Envelope:
+        return self.warning(
+            "*",
+            "bus_wrong_version",
+            f"dropped a message of schema version {version!r}; this loopmon reads version {SCHEMA_VERSION}",
+            sender=sender,
         )
 
     def _track(self, env: Envelope) -> Iterable[Envelope]:

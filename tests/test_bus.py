@@ -1,0 +1,145 @@
+"""The bus: real ZeroMQ sockets; every event is delivered, or its loss is visible."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from monitor.bus import Publisher, Receiver, is_loopback
+from monitor.config import BusSettings
+from monitor.events import Envelope, FileChanged, Heartbeat, Warning
+
+
+def drain(receiver: Receiver, want: int, timeout: float = 10.0) -> list[Envelope]:
+    got: list[Envelope] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        got.extend(receiver.poll(50))
+    return got
+
+
+def warnings(envs: list[Envelope], code: str) -> list[Warning]:
+    return [e.payload for e in envs if isinstance(e.payload, Warning) and e.payload.code == code]
+
+
+@pytest.fixture
+def ipc(tmp_path: Path) -> str:
+    return f"ipc://{tmp_path}/bus.sock"
+
+
+def test_a_burst_over_ipc_arrives_whole_and_in_order(ipc: str) -> None:
+    receiver = Receiver(ipc)
+    publisher = Publisher(ipc, "loop", "files", context=zmq.Context())
+    for i in range(20_000):  # the receiver is not reading yet: the sender queues, never drops
+        publisher.publish(FileChanged(path=f"src/f{i}.py", change="modified"))
+    got = drain(receiver, 20_000)
+    assert [e.seq for e in got] == list(range(1, 20_001))
+    assert [e.payload.path for e in got[:2]] == ["src/f0.py", "src/f1.py"]
+    assert publisher.dropped == 0 and receiver.counters.missing == 0
+    publisher.close()
+    receiver.close()
+
+
+def test_several_collectors_feed_one_receiver(ipc: str) -> None:
+    receiver = Receiver(ipc)
+    context = zmq.Context()
+    pubs = [Publisher(ipc, f"repo{i}", "commits", context=context) for i in range(3)]
+    for pub in pubs:
+        for _ in range(100):
+            pub.publish(FileChanged(path="a", change="created"))
+    got = drain(receiver, 300)
+    assert {e.repo for e in got} == {"repo0", "repo1", "repo2"}
+    assert not warnings(got, "sequence_gap")
+
+
+def test_a_sender_that_cannot_deliver_counts_the_loss_and_the_receiver_says_so(ipc: str) -> None:
+    tight = BusSettings(high_water_mark=10, send_timeout_ms=1)
+    context = zmq.Context()
+    publisher = Publisher(ipc, "loop", "files", settings=tight, context=context)
+    results = [publisher.publish(FileChanged(path=f"f{i}", change="created")) for i in range(5000)]
+    assert results.count(False) == publisher.dropped > 0  # nobody listening, queue full: counted, not silent
+    receiver = Receiver(ipc, settings=tight)
+    got = drain(receiver, 1, timeout=5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not publisher.heartbeat():
+        got.extend(receiver.poll(20))
+    while time.monotonic() < deadline and not warnings(got, "sender_dropped"):
+        got.extend(receiver.poll(50))
+    assert warnings(got, "sequence_gap"), "the receiver sees the hole in the numbering"
+    dropped = warnings(got, "sender_dropped")
+    assert dropped and dropped[0].detail["dropped"] == publisher.dropped
+
+
+def test_bad_traffic_is_dropped_counted_and_reported(ipc: str) -> None:
+    receiver = Receiver(ipc, settings=BusSettings(max_message_bytes=10_000))
+    raw = zmq.Context().socket(zmq.DEALER)
+    raw.connect(ipc)
+    good = Envelope(repo="loop", source="x", stream="s", seq=1, payload=FileChanged(path="a", change="created"))
+    raw.send(b"{not json")
+    raw.send(b"x" * 20_000)
+    raw.send(good.to_wire().replace(b'"v":1', b'"v":99'))
+    raw.send(good.to_wire().replace(b'"file_changed"', b'"no_such_kind"'))
+    raw.send_multipart([b"a", b"b"])
+    raw.send(good.to_wire())
+    got = drain(receiver, 6)
+    assert [e.kind for e in got] == ["warning"] * 5 + ["file_changed"]
+    codes = [e.payload.code for e in got[:5]]
+    assert codes == ["bus_malformed", "bus_oversized", "bus_wrong_version", "bus_malformed", "bus_malformed"]
+    assert receiver.counters.malformed == 3 and receiver.counters.oversized == 1 and receiver.counters.wrong_version == 1
+
+
+def test_a_silent_collector_is_reported_once_and_a_clean_stop_is_not(ipc: str) -> None:
+    receiver = Receiver(ipc, settings=BusSettings(silence_seconds=0.2))
+    context = zmq.Context()
+    quiet = Publisher(ipc, "loop", "files", context=context)
+    polite = Publisher(ipc, "loop", "commits", context=context)
+    quiet.heartbeat()
+    polite.heartbeat()
+    polite.heartbeat(final=True)
+    drain(receiver, 3)
+    time.sleep(0.3)
+    first = receiver.check_silence()
+    assert [(w.payload.code, w.payload.detail["source"]) for w in first] == [("collector_silent", "files")]
+    assert receiver.check_silence() == []
+    quiet.heartbeat()
+    back = drain(receiver, 2)
+    assert warnings(back, "collector_back")
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=st.lists(st.binary(max_size=300), min_size=1, max_size=3))
+def test_random_bytes_never_break_the_receiver(frames: list[bytes], tmp_path_factory: pytest.TempPathFactory) -> None:
+    endpoint = f"ipc://{tmp_path_factory.mktemp('fuzz')}/b.sock"
+    receiver = Receiver(endpoint)
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(endpoint)
+    raw.send_multipart(frames)
+    got = drain(receiver, 1, timeout=5)
+    assert len(got) == 1 and got[0].kind == "warning"
+    raw.close()
+    receiver.close()
+
+
+def test_only_loopback_and_ipc_count_as_local() -> None:
+    assert is_loopback("ipc:///tmp/x.sock")
+    assert is_loopback("tcp://127.0.0.1:5555")
+    assert is_loopback("inproc://bus")
+    assert not is_loopback("tcp://0.0.0.0:5555")
+    assert not is_loopback("tcp://10.1.2.3:5555")
+
+
+def test_heartbeats_take_sequence_numbers_so_a_trailing_loss_shows(ipc: str) -> None:
+    receiver = Receiver(ipc)
+    publisher = Publisher(ipc, "loop", "files", context=zmq.Context())
+    publisher.publish(FileChanged(path="a", change="created"))
+    publisher.seq += 2  # two events lost in transit, as a crash between number and send would
+    publisher.heartbeat()
+    got = drain(receiver, 3)
+    gap = warnings(got, "sequence_gap")
+    assert gap and gap[0].detail["first"] == 2 and gap[0].detail["last"] == 3
+    assert isinstance(got[-1].payload, Heartbeat)
