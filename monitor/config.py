@@ -199,6 +199,15 @@ class ViewSettings(_Section):
     iterations_shown: int = Field(default=20, gt=0)
 
 
+class CommitSettings(_Section):
+    """How much of each commit's diff the commit collector reads for its evidence."""
+
+    refs: list[str] = ["refs/heads/", "refs/remotes/", "refs/tags/"]  # plus HEAD, always
+    patch_lines_cap: int = Field(default=20_000, ge=0)
+    ast_max_bytes: int = Field(default=512_000, ge=0)
+    hashes_cap: int = Field(default=400, ge=0)
+
+
 class Settings(_Section):
     repo_id: str = ""  # default: the repository folder's name
     bus: BusSettings = BusSettings()
@@ -212,6 +221,7 @@ class Settings(_Section):
     dwell: DwellSettings = DwellSettings()
     alerts: AlertSettings = AlertSettings()
     view: ViewSettings = ViewSettings()
+    commits: CommitSettings = CommitSettings()
 
 
 def _format_error(source: str, err: ValidationError) -> str:
