@@ -61,6 +61,9 @@ class IterationSettings(_Section):
     tag_patterns: list[str] = [r"\biter=(\d+)", r"\[SYNC i=(\d+)\]", r"\bi=(\d+)\b"]
     ledger_id_pattern: str = r"\[([A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+)\]"
     quiet_gap_minutes: float = Field(default=10.0, gt=0)
+    # Baton and SYNC actor names of each role.
+    supervisor_actors: list[str] = ["galph", "supervisor"]
+    engineer_actors: list[str] = ["ralph", "engineer"]
 
 
 class PathSettings(_Section):
@@ -191,6 +194,8 @@ class AlertSettings(_Section):
     desktop_notify: bool = False
     check_selectors: bool = False  # runs `pytest --collect-only` in the watched repo
     selector_timeout_seconds: float = Field(default=60.0, gt=0)
+    selector_command: list[str] = []  # empty: `<this python> -m pytest`
+    bulky_ignore: list[str] = []  # globs never reported as bulky artifacts (besides .artifacts/)
 
 
 class ViewSettings(_Section):
