@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import zmq
 from pydantic import ValidationError
@@ -26,7 +26,14 @@ from pydantic import ValidationError
 from monitor.config import BusSettings
 from monitor.events import SCHEMA_VERSION, Envelope, Heartbeat, Warning, utcnow
 
+if TYPE_CHECKING:
+    from monitor.keys import CollectorKeys, ServerKeys
+
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+class InsecureEndpoint(Exception):
+    """A non-loopback endpoint without CurveZMQ keys."""
 
 
 def new_stream_id() -> str:
@@ -55,6 +62,7 @@ class Publisher:
         settings: BusSettings | None = None,
         context: zmq.Context | None = None,
         stream: str | None = None,
+        keys: "CollectorKeys | None" = None,
     ) -> None:
         self.settings = settings or BusSettings()
         self.repo = repo
@@ -66,6 +74,8 @@ class Publisher:
         self._socket.setsockopt(zmq.SNDHWM, self.settings.high_water_mark)
         self._socket.setsockopt(zmq.SNDTIMEO, self.settings.send_timeout_ms)
         self._socket.setsockopt(zmq.LINGER, 2000)
+        if keys is not None:
+            keys.apply(self._socket)
         self._socket.connect(endpoint)
         self._lock = threading.Lock()
         self.seq = 0  # last sequence number used
@@ -145,13 +155,20 @@ class Receiver:
         *,
         settings: BusSettings | None = None,
         context: zmq.Context | None = None,
+        keys: "ServerKeys | None" = None,
     ) -> None:
         self.settings = settings or BusSettings()
         self.endpoint = endpoint
+        if keys is None and not is_loopback(endpoint):
+            raise InsecureEndpoint(
+                f"{endpoint} is reachable from other machines: loopmon only binds it with CurveZMQ keys "
+                "(make them with `loopmon keys generate DIR`, then pass --keys DIR)"
+            )
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.RCVHWM, self.settings.high_water_mark)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._auth = keys.apply(self._socket, self._context) if keys is not None else None
         if endpoint.startswith("ipc://"):
             path = endpoint[len("ipc://") :]
             if path and os.path.exists(path):
@@ -320,3 +337,5 @@ class Receiver:
 
     def close(self) -> None:
         self._socket.close()
+        if self._auth is not None:
+            self._auth.stop()

@@ -87,7 +87,9 @@ def _make_scorer(settings: Settings, store: Any) -> Any | None:
 class Monitor:
     """The receiving half with its sinks, as every command that writes the store builds it."""
 
-    def __init__(self, settings: Settings, db: Path, endpoint: str, context: zmq.Context, *, headless: bool, view: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, db: Path, endpoint: str, context: zmq.Context, *, headless: bool, view: bool = True, keys: Any = None
+    ) -> None:
         from monitor.runtime import Server
         from sinks.sqlite import SqliteSink
 
@@ -103,7 +105,9 @@ class Monitor:
 
             self.view = LiveView(settings.view)
             sinks.append(self.view)
-        self.server = Server(endpoint, sinks, settings, context=context, scorer=_make_scorer(settings, self.store), on_error=_err)
+        self.server = Server(
+            endpoint, sinks, settings, context=context, scorer=_make_scorer(settings, self.store), on_error=_err, keys=keys
+        )
 
     def start(self) -> "Monitor":
         self.server.start()
@@ -166,18 +170,29 @@ def _snapshot(db: Path, target: str, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _keys(args: argparse.Namespace, kind: str) -> Any:
+    from monitor.keys import CollectorKeys, KeyError_, ServerKeys
+
+    if not args.keys:
+        return None
+    try:
+        return (ServerKeys if kind == "server" else CollectorKeys).load(args.keys)
+    except KeyError_ as err:
+        raise UsageError(f"--keys: {err}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from monitor.bus import is_loopback
+    from monitor.bus import InsecureEndpoint
 
     settings = _settings(args)
-    if not is_loopback(args.bind):
-        raise UsageError(
-            f"--bind {args.bind}: not a loopback or ipc:// endpoint; loopmon only serves this machine "
-            "(use ipc://PATH or tcp://127.0.0.1:PORT)"
-        )
     db = _db(args, None, settings)
     context = zmq.Context()
-    monitor = Monitor(settings, db, args.bind, context, headless=args.headless).start()
+    try:
+        monitor = Monitor(settings, db, args.bind, context, headless=args.headless, keys=_keys(args, "server")).start()
+    except InsecureEndpoint as err:
+        raise UsageError(f"--bind: {err}") from None
+    except zmq.ZMQError as err:
+        raise UsageError(f"--bind {args.bind}: {err}") from None
     stop = threading.Event()
     _stop_on_signals(stop)
     if args.duration:
@@ -196,7 +211,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     repo = _repo(args)
     settings = _settings(args)
     context = zmq.Context()
-    collectors = CollectorSet(repo, settings, args.connect, context=context).start()
+    collectors = CollectorSet(repo, settings, args.connect, context=context, keys=_keys(args, "collector")).start()
     stop = threading.Event()
     _stop_on_signals(stop)
     if args.duration:
@@ -304,6 +319,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from monitor.keys import KeyError_, generate
+
+    try:
+        made = generate(args.dir)
+    except KeyError_ as err:
+        raise UsageError(str(err)) from None
+    print(f"loopmon: keys written to {args.dir}")
+    print(f"  server:     loopmon serve --bind tcp://HOST:PORT --keys {args.dir}")
+    print(f"  collectors: copy {made['server_public'].name} and {made['collector_secret'].name} into a folder K, then")
+    print("              loopmon collect --connect tcp://HOST:PORT --keys K")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -350,9 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_serve,
         "the receiving half: scorer and store, fed by `loopmon collect` processes",
         "Bind ENDPOINT and store what any number of `loopmon collect` processes send.\n"
-        "Endpoints: ipc://PATH, or tcp://127.0.0.1:PORT (loopback only).",
+        "Endpoints: ipc://PATH or tcp://127.0.0.1:PORT; any other address needs --keys.",
     )
     p.add_argument("--bind", metavar="ENDPOINT", required=True, help="where collectors connect, e.g. ipc:///tmp/loopmon.sock")
+    p.add_argument("--keys", metavar="DIR", help="CurveZMQ keys from `loopmon keys generate` (required beyond loopback)")
     db_arg(p, ".loopmon/loopmon.db under the current folder")
     p.add_argument("--headless", action="store_true", help="no live view: one JSON line per event on stdout")
     duration_arg(p)
@@ -365,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repo_arg(p)
     p.add_argument("--connect", metavar="ENDPOINT", required=True, help="the serve side's endpoint")
+    p.add_argument("--keys", metavar="DIR", help="CurveZMQ keys (collector.key_secret and server.key) for a keyed server")
     duration_arg(p)
 
     p = add(
@@ -407,6 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="mixed", help="the simulator's scenario (default mixed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--headless", action="store_true", help="no live view: one JSON line per event on stdout")
+    p = add(
+        "keys",
+        cmd_keys,
+        "make CurveZMQ keys for a server that listens beyond this machine",
+        "loopmon keys generate DIR: a key pair for the server, one for collectors, and\n"
+        "DIR/authorized/ with the collector public keys the server accepts.",
+    )
+    p.add_argument("action", choices=["generate"])
+    p.add_argument("dir", metavar="DIR")
     return parser
 
 

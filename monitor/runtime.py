@@ -66,9 +66,10 @@ class Server:
         context: zmq.Context | None = None,
         scorer: Any | None = None,
         on_error: Callable[[str], None] | None = None,
+        keys: Any | None = None,
     ) -> None:
         self.settings = settings
-        self.receiver = Receiver(endpoint, settings=settings.bus, context=context)
+        self.receiver = Receiver(endpoint, settings=settings.bus, context=context, keys=keys)
         self.sinks = list(sinks)
         self.scorer = scorer
         self.on_error = on_error or (lambda message: None)
@@ -252,6 +253,7 @@ class CollectorSet:
         context: zmq.Context | None = None,
         repo_id: str | None = None,
         collector_classes: list[type] | None = None,
+        keys: Any | None = None,
     ) -> None:
         from collectors.watch import RepoWatcher
 
@@ -260,6 +262,7 @@ class CollectorSet:
         self.repo_id = repo_id or repo_id_for(self.root, settings)
         self.context = context or zmq.Context.instance()
         self.endpoint = endpoint
+        self.keys = keys
         self.publishers: dict[str, Publisher] = {}
         self.collectors = []
         self._own = self._publisher("loopmon")
@@ -273,7 +276,7 @@ class CollectorSet:
         self._beat: threading.Thread | None = None
 
     def _publisher(self, source: str) -> Publisher:
-        pub = Publisher(self.endpoint, self.repo_id, source, settings=self.settings.bus, context=self.context)
+        pub = Publisher(self.endpoint, self.repo_id, source, settings=self.settings.bus, context=self.context, keys=self.keys)
         self.publishers[source] = pub
         return pub
 

@@ -143,3 +143,32 @@ def test_heartbeats_take_sequence_numbers_so_a_trailing_loss_shows(ipc: str) -> 
     gap = warnings(got, "sequence_gap")
     assert gap and gap[0].detail["first"] == 2 and gap[0].detail["last"] == 3
     assert isinstance(got[-1].payload, Heartbeat)
+
+
+def test_a_keyed_server_lets_in_the_collector_with_keys_and_nobody_else(tmp_path: Path) -> None:
+    from monitor.keys import CollectorKeys, ServerKeys, generate
+
+    generate(tmp_path / "keys")
+    context = zmq.Context()
+    receiver = Receiver("tcp://127.0.0.1:*", context=context, keys=ServerKeys.load(tmp_path / "keys"))
+    endpoint = receiver.bound_endpoint
+    stranger = Publisher(endpoint, "loop", "intruder", context=zmq.Context(), settings=BusSettings(send_timeout_ms=100))
+    stranger.publish(FileChanged(path="evil", change="created"))
+    generate(tmp_path / "other")  # a collector key pair the server never authorized
+    unknown = CollectorKeys.load(tmp_path / "other")
+    unknown.server_public = ServerKeys.load(tmp_path / "keys").public
+    impostor = Publisher(endpoint, "loop", "impostor", context=zmq.Context(), keys=unknown, settings=BusSettings(send_timeout_ms=100))
+    impostor.publish(FileChanged(path="evil too", change="created"))
+    friend = Publisher(endpoint, "loop", "files", context=zmq.Context(), keys=CollectorKeys.load(tmp_path / "keys"))
+    friend.publish(FileChanged(path="good", change="created"))
+    got = drain(receiver, 1, timeout=10)
+    got += drain(receiver, 10, timeout=1.0)
+    assert [e.payload.path for e in got if e.kind == "file_changed"] == ["good"]
+    receiver.close()
+
+
+def test_binding_beyond_loopback_without_keys_is_refused() -> None:
+    from monitor.bus import InsecureEndpoint
+
+    with pytest.raises(InsecureEndpoint, match="loopmon keys generate"):
+        Receiver("tcp://0.0.0.0:0")
