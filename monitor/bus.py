@@ -12,6 +12,7 @@ split across processes or machines (ipc://, tcp://); only the endpoint differs.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict, deque
 import os
 import threading
 import time
@@ -51,7 +52,14 @@ def is_loopback(endpoint: str) -> bool:
 
 
 class Publisher:
-    """One collector's sending end: numbers its messages and never loses one silently."""
+    """One collector's sending end: numbers its messages and never loses one silently.
+
+    Every message stays in an in-memory spool until the receiver acknowledges that
+    it is stored, and is sent again when acknowledgements stop coming (a receiver
+    killed and restarted): the store drops what it already has, so each event ends
+    in the store once. Only a spool overflow (`bus.spool_limit`) loses events, and
+    those are counted and reported in the heartbeats.
+    """
 
     def __init__(
         self,
@@ -79,8 +87,15 @@ class Publisher:
         self._socket.connect(endpoint)
         self._lock = threading.Lock()
         self.seq = 0  # last sequence number used
-        self.sent = 0
-        self.dropped = 0
+        self.sent = 0  # events handed to the socket (resends not counted)
+        self.dropped = 0  # events lost for good (spool overflow)
+        self.acked = 0  # highest seq the receiver has stored, all before it too
+        self.resent = 0
+        self._unacked: OrderedDict[int, bytes] = OrderedDict()
+        self._last_progress = time.monotonic()
+        self._last_resend = 0.0
+        self._resend: deque[int] = deque()
+        self._blocked = False  # a send timed out: do not wait again until the receiver answers
 
     def envelope(self, payload: Any, time: datetime | None = None) -> Envelope:
         """Number and wrap a payload (the caller holds the lock)."""
@@ -91,26 +106,93 @@ class Publisher:
         )
 
     def publish(self, payload: Any, time: datetime | None = None) -> bool:
-        """Send one event; False when it had to be dropped (counted, and the gap shows)."""
+        """Send one event; False when it is only spooled for now (it is sent again later)."""
         with self._lock:
             env = self.envelope(payload, time)
-            return self._send(env.to_wire(), counts=not isinstance(payload, Heartbeat))
+            data = env.to_wire()
+            self._spool(env.seq, data)
+            if not isinstance(payload, Heartbeat):
+                self.sent += 1
+            ok = self._send(data)
+            self._service()
+            return ok
 
     def heartbeat(self, final: bool = False) -> bool:
+        """Say we are alive (with our counts); also collects acks and resends what is overdue."""
         with self._lock:
+            self._service()
             beat = Heartbeat(sent=self.sent, dropped=self.dropped, interval=self.settings.heartbeat_seconds, final=final)
-            return self._send(self.envelope(beat).to_wire(), counts=False)
+            env = self.envelope(beat)
+            data = env.to_wire()
+            self._spool(env.seq, data)
+            return self._send(data)
 
-    def _send(self, data: bytes, counts: bool) -> bool:
+    @property
+    def pending(self) -> int:
+        """Messages not yet acknowledged as stored."""
+        return len(self._unacked)
+
+    def _spool(self, seq: int, data: bytes) -> None:
+        self._unacked[seq] = data
+        while len(self._unacked) > self.settings.spool_limit:
+            self._unacked.popitem(last=False)
+            self.dropped += 1
+
+    def _send(self, data: bytes) -> bool:
+        # Wait (up to send_timeout_ms) while the receiver keeps up; once a send has
+        # timed out, stop waiting until it acknowledges again: the spool holds the rest.
         try:
-            self._socket.send(data, copy=len(data) < 65536)
+            self._socket.send(data, zmq.NOBLOCK if self._blocked else 0, copy=len(data) < 65536)
         except zmq.Again:
-            if counts:
-                self.dropped += 1
+            self._blocked = True
             return False
-        if counts:
-            self.sent += 1
         return True
+
+    def _service(self) -> None:
+        """Read acknowledgements; resend everything unacknowledged when they stall."""
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) == 2 and frames[0] == b"ack":
+                try:
+                    acked = int(frames[1])
+                except ValueError:
+                    continue
+                if acked > self.acked:
+                    self.acked = acked
+                    self._last_progress = time.monotonic()
+                    self._blocked = False
+                    while self._unacked and next(iter(self._unacked)) <= acked:
+                        self._unacked.popitem(last=False)
+        now = time.monotonic()
+        overdue = self.settings.resend_seconds
+        if self._unacked and not self._resend and now - self._last_progress > overdue and now - self._last_resend > overdue:
+            self._resend = deque(self._unacked)  # a pass over everything unacknowledged, oldest first
+        while self._resend:
+            seq = self._resend[0]
+            data = self._unacked.get(seq)
+            if data is not None:
+                try:
+                    self._socket.send(data, zmq.NOBLOCK)
+                except zmq.Again:
+                    break  # the queue is full: the pass goes on at the next call
+                self.resent += 1
+            self._resend.popleft()
+            self._last_resend = now
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the receiver has stored everything sent so far."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._service()
+                if not self._unacked:
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
 
     def close(self, linger_ms: int | None = None) -> None:
         with self._lock:
@@ -130,6 +212,13 @@ class StreamState:
     missing: int = 0
     silent_reported: bool = False
     sender_dropped: int = 0
+    holes: set[int] = field(default_factory=set)  # seqs skipped over, still expected (resends)
+    identity: bytes | None = None  # the sender's socket, for acknowledgements
+
+    @property
+    def stored_through(self) -> int:
+        """Every seq up to this one has arrived."""
+        return min(self.holes) - 1 if self.holes else self.last_seq
 
 
 @dataclass
@@ -140,6 +229,8 @@ class BusCounters:
     wrong_version: int = 0
     gaps: int = 0
     missing: int = 0
+    duplicates: int = 0
+    refilled: int = 0
 
 
 class Receiver:
@@ -178,6 +269,7 @@ class Receiver:
         self.seq = 0
         self.streams: dict[tuple[str, str, str], StreamState] = {}
         self.counters = BusCounters()
+        self._touched: set[tuple[str, str, str]] = set()
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
 
@@ -233,8 +325,10 @@ class Receiver:
             self.counters.wrong_version += 1
             out.append(self._wrong_version(env.v, sender))
             return
-        out.extend(self._track(env))
-        out.append(env)
+        warnings, fresh = self._track(env, frames[0])
+        out.extend(warnings)
+        if fresh:
+            out.append(env)
 
     def _invalid(self, data: bytes, err: ValidationError, sender: str) -> Envelope:
         version = None
@@ -260,22 +354,43 @@ class Receiver:
             sender=sender,
         )
 
-    def _track(self, env: Envelope) -> Iterable[Envelope]:
+    def _track(self, env: Envelope, identity: bytes) -> tuple[list[Envelope], bool]:
+        """Sequence bookkeeping: (warnings, whether the event is new)."""
         key = (env.repo, env.source, env.stream)
         state = self.streams.get(key)
         if state is None:
             state = self.streams[key] = StreamState(env.repo, env.source, env.stream)
         state.last_heard = time.monotonic()
         state.received += 1
+        state.identity = identity
+        self._touched.add(key)
         warnings: list[Envelope] = []
         if state.silent_reported:
             state.silent_reported = False
             warnings.append(
                 self.warning(env.repo, "collector_back", f"collector {env.source} is sending again", source=env.source, stream=env.stream)
             )
+        if env.seq <= state.last_seq:
+            if env.seq in state.holes:  # a resend fills a gap
+                state.holes.discard(env.seq)
+                self.counters.refilled += 1
+                if not state.holes:
+                    warnings.append(
+                        self.warning(
+                            env.repo,
+                            "sequence_gap_filled",
+                            f"the missing events from collector {env.source} arrived after all",
+                            source=env.source,
+                            stream=env.stream,
+                        )
+                    )
+                return warnings, True
+            self.counters.duplicates += 1  # already stored: a resend after a restart
+            return warnings, False
         expected = state.last_seq + 1
-        if env.seq > expected and (state.last_seq > 0 or env.seq > 1):
+        if env.seq > expected:
             lost = env.seq - expected
+            state.holes.update(range(expected, env.seq))
             state.missing += lost
             self.counters.gaps += 1
             self.counters.missing += lost
@@ -283,31 +398,53 @@ class Receiver:
                 self.warning(
                     env.repo,
                     "sequence_gap",
-                    f"{lost} event(s) from collector {env.source} never arrived (seq {expected}..{env.seq - 1})",
+                    f"{lost} event(s) from collector {env.source} have not arrived (seq {expected}..{env.seq - 1})",
                     source=env.source,
                     stream=env.stream,
                     first=expected,
                     last=env.seq - 1,
                 )
             )
-        if env.seq > state.last_seq:
-            state.last_seq = env.seq
-        if isinstance(env.payload, Heartbeat) and env.payload.final:
-            state.silent_reported = True  # ended cleanly: never report it silent
-        if isinstance(env.payload, Heartbeat) and env.payload.dropped > state.sender_dropped:
-            newly = env.payload.dropped - state.sender_dropped
-            state.sender_dropped = env.payload.dropped
-            warnings.append(
-                self.warning(
-                    env.repo,
-                    "sender_dropped",
-                    f"collector {env.source} could not send {newly} event(s): the receiver was too slow",
-                    source=env.source,
-                    stream=env.stream,
-                    dropped=env.payload.dropped,
+        state.last_seq = env.seq
+        if isinstance(env.payload, Heartbeat):
+            if env.payload.final:
+                state.silent_reported = True  # ended cleanly: never report it silent
+            if env.payload.dropped > state.sender_dropped:
+                newly = env.payload.dropped - state.sender_dropped
+                state.sender_dropped = env.payload.dropped
+                warnings.append(
+                    self.warning(
+                        env.repo,
+                        "sender_dropped",
+                        f"collector {env.source} lost {newly} event(s): its spool overflowed while the receiver was away",
+                        source=env.source,
+                        stream=env.stream,
+                        dropped=env.payload.dropped,
+                    )
                 )
-            )
-        return warnings
+        return warnings, True
+
+    def resume(self, positions: dict[tuple[str, str, str], int]) -> None:
+        """Start from what the store already holds, so resent events are recognised."""
+        for (repo, source, stream), seq in positions.items():
+            state = self.streams.setdefault((repo, source, stream), StreamState(repo, source, stream))
+            state.last_seq = max(state.last_seq, seq)
+            state.silent_reported = True  # not heard from in this run yet: not "silent" either
+
+    def acknowledge(self) -> None:
+        """Tell each sender heard from since the last call how far its events are stored.
+
+        Call only when everything received so far has been written.
+        """
+        for key in self._touched:
+            state = self.streams.get(key)
+            if state is None or state.identity is None:
+                continue
+            try:
+                self._socket.send_multipart([state.identity, b"ack", str(state.stored_through).encode()], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the sender is gone; it resends on its own when it comes back
+        self._touched.clear()
 
     def check_silence(self) -> list[Envelope]:
         """Warn once about each stream not heard from for `silence_seconds`."""

@@ -30,6 +30,8 @@ class BusSettings(_Section):
     endpoint: str = "inproc://loopmon-bus"
     send_timeout_ms: int = Field(default=10_000, ge=0)
     high_water_mark: int = Field(default=100_000, ge=0)
+    spool_limit: int = Field(default=200_000, gt=0)
+    resend_seconds: float = Field(default=3.0, gt=0)
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     silence_seconds: float = Field(default=10.0, gt=0)
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)

@@ -172,6 +172,8 @@ class Server:
             if pending and (len(pending) >= batch_size or now - first_pending >= flush_s or stopping):
                 self._flush(pending)
                 pending = []
+            if not pending:
+                self.receiver.acknowledge()  # everything received is written
             if stopping and not received:
                 break
 
