@@ -14,15 +14,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.layout import Layout
 from rich.live import Live
+from rich.measure import Measurement
 from rich.padding import Padding
+from rich.segment import Segment
 from rich.text import Text
 
 from monitor.config import ViewSettings
 from monitor.events import DwellChanged, Envelope, IterationScored, Reason
 from sinks import view_panels as panels
+from sinks.sqlite import stored_events
 from sinks.view_state import RepoState, ViewState, aware
 
 ROTATE_SECONDS = 8.0  # several repos on a narrow terminal: each shown this long in turn
@@ -37,18 +40,13 @@ class Fixed:
         self.renderable, self.width, self.height = renderable, width, height
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        opts = options.update(width=self.width, height=self.height)
-        lines = console.render_lines(self.renderable, opts, pad=True)
+        lines = console.render_lines(self.renderable, options.update(width=self.width, height=self.height), pad=True)
         for i, segments in enumerate(lines):
-            yield from segments
-            if i < len(lines) - 1:
-                from rich.segment import Segment
-
+            if i:
                 yield Segment.line()
+            yield from segments
 
-    def __rich_measure__(self, console, options):
-        from rich.measure import Measurement
-
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         return Measurement(self.width, self.width)
 
 
@@ -236,16 +234,14 @@ class LiveView:
         view = cls(settings, **kwargs)
         conn = _open_for_reading(Path(db_path))
         try:
+            batch: list[Envelope] = []
+            for env in stored_events(conn, "repo = ?" if repo is not None else "", (repo,) if repo is not None else ()):
+                batch.append(env)
+                if len(batch) >= 2000:
+                    view.write(batch)
+                    batch = []
+            view.write(batch)
             where, params = ("WHERE repo = ?", (repo,)) if repo is not None else ("", ())
-            last = 0
-            while True:
-                rows = conn.execute(
-                    f"SELECT id, envelope FROM events {where} {'AND' if where else 'WHERE'} id > ? ORDER BY id LIMIT 2000",
-                    (*params, last)).fetchall()
-                if not rows:
-                    break
-                view.write([Envelope.from_wire(text) for _, text in rows])
-                last = rows[-1][0]
             _overlay_scores(view, conn, where, params)
         finally:
             conn.close()

@@ -20,7 +20,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import Any
 import sqlite_utils
 
 from monitor.config import StoreSettings
-from monitor.events import Alert, Envelope, digest
+from monitor.events import Alert, Envelope, Warning, digest
 from sinks.store_schema import StoreError, migrate
 
 # Payload kinds the scorer produces: not input to a rebuilt scorer.
@@ -349,7 +349,7 @@ def rebuild_derived(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
     """Fill the given derived tables from the stored events (used by migrations)."""
     wanted = set(tables)
     ops: list[tuple[str, str, tuple]] = []
-    for env in _stored_envelopes(conn, "SELECT id, envelope FROM events WHERE id > ? ORDER BY id LIMIT 1000", ()):
+    for env in stored_events(conn):
         ops.extend(op for op in derived_ops(env) if op[0] in wanted)
         if len(ops) >= 5000:
             run_ops(conn, ops)
@@ -357,15 +357,35 @@ def rebuild_derived(conn: sqlite3.Connection, tables: Iterable[str]) -> None:
     run_ops(conn, ops)
 
 
-def _stored_envelopes(conn: sqlite3.Connection, sql: str, params: tuple) -> Iterator[Envelope]:
-    """Page through stored events by id, so writes in between never disturb a cursor."""
+def parse_stored(row_id: int, repo: str, text: str) -> Envelope:
+    """A stored envelope; one this loopmon cannot read becomes a Warning saying so."""
+    try:
+        return Envelope.from_wire(text)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Envelope(repo=repo, source="store", seq=row_id, payload=Warning(
+            code="stored_event_unreadable",
+            message=f"stored event {row_id} could not be read by this loopmon ({first}); it was skipped",
+            detail={"event_id": row_id}))
+
+
+def stored_events(conn: sqlite3.Connection, where: str = "", params: tuple = (), *,
+                  lock: AbstractContextManager | None = None, page: int = 1000) -> Iterator[Envelope]:
+    """Stored envelopes in arrival order, a page at a time.
+
+    Paging by id (not one long cursor) lets writes go on between pages, and holds
+    `lock` only while a page is read.
+    """
+    sql = (f"SELECT id, repo, envelope FROM events WHERE id > ?{' AND ' + where if where else ''} "
+           f"ORDER BY id LIMIT {int(page)}")
     last = 0
     while True:
-        rows = conn.execute(sql, (last, *params)).fetchall()
+        with lock or nullcontext():
+            rows = conn.execute(sql, (last, *params)).fetchall()
         if not rows:
             return
-        for row_id, text in rows:
-            yield Envelope.from_wire(text)
+        for row_id, repo, text in rows:
+            yield parse_stored(row_id, repo, text)
         last = rows[-1][0]
 
 
@@ -519,26 +539,12 @@ class SqliteSink:
     def input_events(self, repo: str | None = None) -> Iterator[Envelope]:
         """Stored envelopes that are not scorer output, in arrival order (for Scorer.restore)."""
         kinds = tuple(sorted(SCORER_KINDS))
-        sql = (f"SELECT id, envelope FROM events WHERE id > ? AND source != ? "
-               f"AND kind NOT IN ({','.join('?' * len(kinds))})")
+        where = f"source != ? AND kind NOT IN ({','.join('?' * len(kinds))})"
         params: tuple = (SCORER_SOURCE, *kinds)
         if repo is not None:
-            sql += " AND repo = ?"
+            where += " AND repo = ?"
             params += (repo,)
-        sql += " ORDER BY id LIMIT 1000"
-        for env in self._locked_pages(sql, params):
-            yield env
-
-    def _locked_pages(self, sql: str, params: tuple) -> Iterator[Envelope]:
-        last = 0
-        while True:
-            with self._lock:
-                rows = self.conn.execute(sql, (last, *params)).fetchall()
-            if not rows:
-                return
-            for _, text in rows:
-                yield Envelope.from_wire(text)
-            last = rows[-1][0]
+        return stored_events(self.conn, where, params, lock=self._lock)
 
     def alert_keys(self, repo: str | None = None) -> set[str]:
         """Keys of the alerts already raised (Alert.key), for one repo or all."""

@@ -186,6 +186,7 @@ CREATE INDEX idx_briefs_focus ON briefs (repo, focus);
 ALTER TABLE iterations ADD COLUMN override TEXT;
 ALTER TABLE iterations ADD COLUMN evidence TEXT;
 CREATE INDEX idx_iterations_aggregate ON iterations (repo, aggregate);
+CREATE INDEX idx_alerts_repo_time ON alerts (repo, time);
 DROP INDEX idx_events_stream;
 """
 
@@ -286,7 +287,7 @@ def migrate(db: sqlite_utils.Database, path: Path) -> tuple[int, int]:
             with db.atomic():
                 MIGRATIONS[version](db)
                 db.execute(f"PRAGMA user_version = {int(version)}")
-        except sqlite3.Error as exc:
+        except Exception as exc:
             raise StoreError(
                 f"{path}: upgrading the store from schema version {version - 1} to {version} failed "
                 f"({exc}); the database was left at version {version - 1}, unchanged."

@@ -193,6 +193,21 @@ def test_input_events_are_the_collectors_events_in_arrival_order(db_path):
     assert list(sink.input_events()) == expected[:10] + [other] + expected[10:]
 
 
+def test_a_stored_event_this_loopmon_cannot_read_comes_back_as_a_warning(db_path):
+    sink = SqliteSink(db_path)
+    sink.write([env(FileChanged(path="a.py", change="created"))])
+    future = env(FileChanged(path="b.py", change="created")).model_dump(mode="json")
+    future["payload"] = {"kind": "kind_from_the_future", "x": 1}
+    with sink.conn:
+        sink.conn.execute("INSERT INTO events (key, repo, source, stream, seq, kind, time, observed, envelope)"
+                          " VALUES ('k', 'loop', 'test', 's9', 1, 'kind_from_the_future', '', '', ?)",
+                          (json.dumps(future),))
+    sink.write([env(FileChanged(path="c.py", change="created"))])
+    events = list(sink.input_events())
+    assert [e.kind for e in events] == ["file_changed", "warning", "file_changed"]
+    assert events[1].payload.code == "stored_event_unreadable" and "could not be read" in events[1].payload.message
+
+
 def test_alert_keys_are_the_alerts_raised(db_path):
     sink = SqliteSink(db_path)
     sink.write([env(Alert(alert="dwell_tier", key="dwell:X:2", message="m")),
