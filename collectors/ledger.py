@@ -244,7 +244,7 @@ def item_heading(heading: str) -> tuple[str, str] | None:
     text = heading.strip().lstrip("*_").strip()
     text = re.sub(r"^(?:\d+[.)]\s+)", "", text)  # "1. [ID] ..."
     match = _BRACKET_ID.match(text) or _BARE_ID.match(text)
-    if not match:
+    if not match or len(match.group(1)) < 2:  # `## [x] done`: a checkbox, not an ID
         return None
     title = text[match.end() :].strip()
     title = re.sub(r"^[\s:—–\-|*_]+", "", title).strip().rstrip("*_").strip()
@@ -573,6 +573,13 @@ class LedgerTracker:
     def __init__(self) -> None:
         self._states: dict[str, _State] = {}
         self._warned: dict[str, set[str]] = {}
+        self._last_parse: tuple[str, Ledger] | None = None  # the collector asks `suspicious` then `update`
+
+    def parse(self, text: str) -> Ledger:
+        """`parse_ledger`, remembering the last text: a big ledger is parsed once per read, not twice."""
+        if self._last_parse is None or self._last_parse[0] != text:
+            self._last_parse = (text, parse_ledger(text))
+        return self._last_parse[1]
 
     def items(self, path: str) -> dict[str, LedgerItem]:
         state = self._states.get(path)
@@ -587,7 +594,7 @@ class LedgerTracker:
         state = self._states.get(path)
         if state is None or not state.items or text == state.text or looks_binary(text):
             return False
-        return not set(state.items) <= set(parse_ledger(text).items)
+        return not set(state.items) <= set(self.parse(text).items)
 
     def _warn_once(self, path: str, key: str, payload: Warning) -> list[Any]:
         warned = self._warned.setdefault(path, set())
@@ -601,7 +608,7 @@ class LedgerTracker:
         state = self._states.get(path)
         if state is not None and text == state.text:
             return []
-        ledger = parse_ledger(text)
+        ledger = self.parse(text)
         if ledger.binary:
             return self._warn_once(
                 path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from collectors.baton import BatonCollector, BatonError, BatonTracker, parse_baton
 from collectors.watch import Change
 from monitor.config import Settings
-from monitor.events import BatonChanged, Warning
+from monitor.events import BatonChanged, Envelope, Warning
 
 BATON = "sync/state.json"
 
@@ -177,3 +178,18 @@ def test_collector_reads_an_atomic_replace(repo) -> None:
     collector.on_changes([Change("sync/state.json.tmp", "moved", dest=BATON)])
 
     assert [e.status for e in events] == ["running-galph"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.binary(max_size=120), st.builds(baton, iteration=st.integers(0, 10**6))), min_size=1, max_size=4))
+def test_fuzz_collector_turns_any_bytes_into_a_baton_or_a_warning(contents: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "sync").mkdir()
+        collector, events = collector_for(Path(tmp), baton_retry_ms=0)
+        collector.pause = lambda seconds: None
+        for data in contents:
+            (Path(tmp) / BATON).write_bytes(data)
+            collector.on_changes([Change(BATON, "modified")])
+        for payload in events:
+            assert isinstance(payload, (BatonChanged, Warning))
+            assert Envelope.from_wire(Envelope(repo="r", source="baton", payload=payload).to_wire()).payload == payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from collectors.brief import BriefCollector, BriefTracker, focus_id, parse_brief, selector_of
 from collectors.watch import Change
 from monitor.config import Settings
-from monitor.events import BriefUpdated, Warning, digest
+from monitor.events import BriefUpdated, Envelope, Warning, digest
 
 # Plain header lines, an evidence-only turn.
 PLAIN = """\
@@ -218,3 +219,16 @@ def test_collector_handles_non_utf8_and_binary_briefs(repo) -> None:
     assert isinstance(events[0], BriefUpdated) and events[0].focus == "A-001"
     assert "\ufffd" in events[0].summary
     assert [(type(e), e.code) for e in events[1:]] == [(Warning, "brief_binary")]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass"))), max_size=4))
+def test_fuzz_collector_reads_any_bytes(contents: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        collector, events = collector_for(Path(tmp), baton_retry_ms=0)
+        collector.pause = lambda seconds: None
+        for data in contents:
+            (Path(tmp) / "input.md").write_bytes(data)
+            collector.on_changes([Change("input.md", "modified")])
+        for payload in events:
+            assert Envelope.from_wire(Envelope(repo="r", source="brief", payload=payload).to_wire()).payload == payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,7 @@ from collectors.ledger import (
 from collectors.watch import Change
 from monitor.config import Settings
 from monitor.events import (
+    Envelope,
     FocusChanged,
     LedgerAttemptAdded,
     LedgerItemAdded,
@@ -536,3 +538,25 @@ def test_collector_survives_non_utf8_and_binary_ledgers(repo) -> None:
 
     assert [e.item.id for e in events if isinstance(e, LedgerItemAdded)] == ["seed", "DEBUG-SIM-LINES-DOSE-001"]
     assert [(e.code, e.detail["path"]) for e in events if isinstance(e, Warning)] == [("ledger_binary", "fix_plan.md")]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=300), _LINES.map(lambda lines: "\n".join(lines).encode("utf-8", "surrogatepass"))),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_fuzz_collector_reads_any_bytes(contents: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "docs").mkdir()
+        collector, events = collector_for(root, baton_retry_ms=0)
+        collector.pause = lambda seconds: None
+        for data in contents:
+            (root / LEDGER).write_bytes(data)
+            collector.on_changes([Change(LEDGER, "modified")])
+        for payload in events:  # everything emitted travels on the wire
+            wire = Envelope(repo="r", source="ledger", payload=payload).to_wire()
+            assert Envelope.from_wire(wire).payload == payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from collectors.memory import MemoryCollector, MemoryTracker, entry_time, key_values, parse_memory
 from collectors.watch import Change
 from monitor.config import Settings
-from monitor.events import MemoryEntry, Warning
+from monitor.events import Envelope, MemoryEntry, Warning
 
 MEMORY = "galph_memory.md"
 
@@ -235,3 +236,16 @@ def test_collector_survives_non_utf8_bytes(repo) -> None:
 
     assert [e.dwell for e, _ in events] == [0, 0, 2]
     assert events[-1][0].focus == "caf\ufffd"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.binary(max_size=200), _LINES.map(lambda t: t.encode("utf-8", "surrogatepass"))), max_size=4))
+def test_fuzz_collector_reads_any_bytes(contents: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        collector, events = collector_for(Path(tmp), baton_retry_ms=0)
+        collector.pause = lambda seconds: None
+        for data in contents:
+            (Path(tmp) / MEMORY).write_bytes(data)
+            collector.on_changes([Change(MEMORY, "modified")])
+        for payload, _when in events:
+            assert Envelope.from_wire(Envelope(repo="r", source="memory", payload=payload).to_wire()).payload == payload

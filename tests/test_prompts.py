@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from collectors.prompts import PromptCollector, PromptTracker, line_changes
 from collectors.watch import Change
 from monitor.config import Settings
-from monitor.events import PromptChanged, digest
+from monitor.events import Envelope, PromptChanged, digest
 
 MAIN = """\
 # Main prompt
@@ -141,3 +142,20 @@ def test_collector_survives_non_utf8_and_binary_prompts(repo) -> None:
     collector.scan()
 
     assert sorted((e.path, e.lines_added) for e in events) == [("prompts/blob.md", 1), ("prompts/main.md", 2)]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=200)), min_size=1, max_size=4))
+def test_fuzz_collector_reads_any_bytes_or_none(contents: list[bytes | None]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "prompts").mkdir()
+        collector, events = collector_for(Path(tmp))
+        target = Path(tmp) / "prompts/main.md"
+        for data in contents:
+            if data is None:
+                target.unlink(missing_ok=True)
+            else:
+                target.write_bytes(data)
+            collector.on_changes([Change("prompts/main.md", "modified")])
+        for payload in events:
+            assert Envelope.from_wire(Envelope(repo="r", source="prompts", payload=payload).to_wire()).payload == payload
