@@ -176,7 +176,9 @@ class LiveView:
         now = self._now()
         with self._lock:
             repos = list(self.state.repos.values())
-            ticking = any(r.baton is not None and r.baton.lease_expires_at is not None for r in repos)
+            # Leases within the hour are shown to the second (see view_panels.duration).
+            ticking = any(r.baton is not None and r.baton.lease_expires_at is not None
+                          and abs((aware(r.baton.lease_expires_at) - now).total_seconds()) < 3600 for r in repos)
             version = self._version
         # A lease countdown ticks every second; "5m ago" texts every half minute.
         clock = int(now.timestamp()) if ticking else int(now.timestamp() // 30)

@@ -116,7 +116,7 @@ def describe(env: Envelope) -> str | None:
     if k == "ledger_read":
         return f"ledger read: {p.items} items, {p.chars:,} chars"
     if k == "brief_updated":
-        return f"brief: focus {p.focus or '?'}, mode {p.mode or '?'}: {p.summary or ''}".rstrip(": ")
+        return f"brief: focus {p.focus or '?'}, mode {p.mode or '?'}" + (f": {p.summary}" if p.summary else "")
     if k == "memory_entry":
         return f"memory: {p.heading}" + (f" focus={p.focus}" if p.focus else "") + (
             f" dwell={p.dwell}" if p.dwell is not None else "")
