@@ -62,6 +62,7 @@ class AlertRules:
     status: dict[str, str | None] = field(default_factory=dict)  # ledger id -> status
     status_epoch: dict[str, int] = field(default_factory=dict)  # ledger id -> index of last status change
     stagnant: dict[str, list[int]] = field(default_factory=dict)  # ledger id -> landing iterations since
+    regression_trough: float | None = None  # lowest rolling mean since the last regression alert
 
     def __post_init__(self) -> None:
         a = self.settings.alerts
@@ -285,14 +286,21 @@ class AlertRules:
         )]
 
     def regression(self, drop_peak: tuple[float, int] | None, index: int, number: int | None, focus: str | None, rolling: float) -> Alert | None:
+        """One alert per fall: re-armed once the rolling mean recovers half the alert's points."""
         a = self.settings.alerts
+        if self.regression_trough is not None:
+            self.regression_trough = min(self.regression_trough, rolling)
+            if rolling < self.regression_trough + a.regression_points / 2:
+                return None
+            self.regression_trough = None
         if drop_peak is None or drop_peak[0] < a.regression_points:
             return None
         drop, peak = drop_peak
+        self.regression_trough = rolling
         return Alert(
             alert="score_regression",
             severity="warning",
-            key=f"score_regression:{peak}",
+            key=f"score_regression:{index}",
             iteration=index,
             focus=focus,
             message=(

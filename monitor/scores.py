@@ -40,6 +40,11 @@ def _symbol_parts(symbol: str) -> tuple[str | None, list[str]]:
     return path, _IDENT.findall(name)
 
 
+def _flag_name(flag: str) -> str:
+    """`--num-workers` and `num_workers` are one flag."""
+    return flag.lstrip("-").replace("-", "_")
+
+
 def module_stem(path: str) -> str:
     """`scripts/inference/inference.py` -> `inference`; `pkg/__init__.py` -> `pkg`."""
     p = PurePosixPath(path)
@@ -129,8 +134,8 @@ class CodeTally:
         self.asserts_added += ev.asserts_added
         self.asserts_removed += ev.asserts_removed
         self.test_weakening += ev.test_weakening
-        self.flags_added.update(ev.flags_added)
-        self.flags_consumed.update(ev.flags_consumed)
+        self.flags_added.update(_flag_name(f) for f in ev.flags_added)
+        self.flags_consumed.update(_flag_name(f) for f in ev.flags_consumed)
         self.added_hashes.update(ev.added_hashes)
         self.removed_hashes.update(ev.removed_hashes)
         if ev.revert_of:
@@ -169,9 +174,17 @@ class CodeTally:
         return bool(self.files)
 
     def symbol_exercised(self, symbol: str) -> bool:
-        """A changed production symbol whose name the changed tests use."""
+        """A changed production symbol whose name (its last dotted part) the changed tests use.
+
+        A dunder method stands for its class: a test exercises `Model.__init__` by building a `Model`.
+        """
         _, parts = _symbol_parts(symbol)
-        return any(p in self.test_refs for p in parts)
+        if not parts:
+            return False
+        name = parts[-1]
+        if name.startswith("__") and name.endswith("__") and len(parts) > 1:
+            name = parts[-2]
+        return name in self.test_refs
 
     def exercised_files(self) -> set[str]:
         """Production files the changed tests exercise: by module name, symbol, or test file name."""
