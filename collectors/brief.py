@@ -51,7 +51,7 @@ _BRACKET_ID = re.compile(r"^`?\[`?([A-Za-z0-9][A-Za-z0-9_.:/\-]{0,79})`?\]")
 # A first word followed by a separator names the focus: `seed — Inbox monitoring`.
 _WORD_THEN_SEPARATOR = re.compile(r"^`?([\w.\-]{1,80})`?\s*(?:[—–:(/|]|\s-\s|$)")
 # A first word shaped like a ledger ID (a hyphen and a digit) names it even without one.
-_ID_WORD = re.compile(r"^`?((?=[\w.\-]*\d)[A-Za-z][\w]*(?:[-.][\w]+)*-[\w.\-]*\w)`?(?=\s|$)")
+_FIRST_WORD = re.compile(r"^`?([A-Za-z][\w.\-]{0,79})`?(?=\s|$)")
 _TEST_PATH = re.compile(r"^(?:\S*::\S*|\S+\.py(?:::\S*)?|tests?/\S*|\S*/tests?/\S*|test_\S+)$")
 
 MAX_FIELD = 500
@@ -71,10 +71,18 @@ def focus_id(value: str) -> str | None:
     text = value.strip().strip("*").strip()
     if not text:
         return None
-    match = _BRACKET_ID.match(text) or _WORD_THEN_SEPARATOR.match(text) or _ID_WORD.match(text)
+    match = _BRACKET_ID.match(text) or _WORD_THEN_SEPARATOR.match(text)
     if match:
         return match.group(1)
+    word = _FIRST_WORD.match(text)
+    if word and looks_like_id(word.group(1)):
+        return word.group(1).rstrip(".")
     return _clean(text)[:MAX_FIELD] or None
+
+
+def looks_like_id(word: str) -> bool:
+    """INTEGRATE-PYTORCH-001, DEBUG-SIM-LINES-DOSE-001.F1: a hyphen and a digit."""
+    return "-" in word and any(c.isdigit() for c in word)
 
 
 def selector_of(item: str) -> str | None:

@@ -31,7 +31,6 @@ from monitor.events import MemoryEntry, Warning, digest
 
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _ENTRY_HEADING = re.compile(r"^##(?!#)[ \t]*(.*)$")
-_KEYS = ("focus", "state", "dwell", "action_type", "artifacts", "next_action", "notes")
 # `key=` at the start of a line or after whitespace; values run to the next key.
 _KEY_VALUE = re.compile(r"(?:(?<=\s)|^)(focus|state|dwell|action_type|artifacts|next_action|notes|<action state>)=", re.IGNORECASE)
 _LABELLED = re.compile(
@@ -39,7 +38,7 @@ _LABELLED = re.compile(
     r"\s*\**\s*:\s*\**\s*(.*?)\s*$",
     re.IGNORECASE,
 )
-_LEAD_ID = re.compile(r"^`?\[?`?((?=[\w.\-]*\d)[A-Za-z][\w]*(?:[-.][\w]+)*-[\w.\-]*\w)")
+_LEAD_WORD = re.compile(r"^`?\[?`?([A-Za-z][\w.\-]{0,79})")
 _STAMP = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})(?:[T ](\d{2}):?(\d{2})(?::?(\d{2}))?)?")
 _NONE_VALUES = frozenset({"", "none", "n/a", "na", "-", "—", "null"})
 
@@ -115,8 +114,9 @@ def _focus(raw: str | None) -> str | None:
     value = _value(raw)
     if value is None:
         return None
-    match = _LEAD_ID.match(value)
-    return match.group(1) if match else value
+    match = _LEAD_WORD.match(value)
+    word = match.group(1).rstrip(".-") if match else ""
+    return word if "-" in word and any(c.isdigit() for c in word) else value
 
 
 def parse_entry(heading: str, body: str) -> MemoryEntry:
