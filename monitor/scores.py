@@ -102,6 +102,7 @@ class CodeTally:
     reports: list[tuple[str, str, TestsReport]] = field(default_factory=list)  # (sha, role, report)
     ledger_ids: list[str] = field(default_factory=list)
     engineer_ids: list[str] = field(default_factory=list)
+    engineer_subjects: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, commits: Iterable[Commit], is_bulky: Callable[[str, int | None], bool]) -> "CodeTally":
@@ -143,6 +144,8 @@ class CodeTally:
         self.truncated = self.truncated or ev.truncated
         if commit.tests.status != "absent":
             self.reports.append((commit.sha, commit.role, commit.tests))
+        if commit.role == "engineer":
+            self.engineer_subjects.append(commit.subject[:300])
         for lid in commit.ledger_ids:
             if lid not in self.ledger_ids:
                 self.ledger_ids.append(lid)
@@ -358,11 +361,18 @@ def summary_score(t: CodeTally, f: TurnFacts) -> _Ledger:
     if f.engineer_commits and f.focus:
         if f.focus in t.engineer_ids:
             s.add(SUMMARY_ALIGNED, f"engineer's commit cites the focus {f.focus}")
+        elif any(_names(subject, f.focus) for subject in t.engineer_subjects):
+            s.add(SUMMARY_ALIGNED, f"engineer's commit names the focus {f.focus}")
         elif t.engineer_ids:
             s.add(0, f"off focus: engineer cites {', '.join(t.engineer_ids[:3])}, focus is {f.focus}")
         else:
             s.add(0, f"engineer's commits cite no ledger ID (focus {f.focus})")
     return s
+
+
+def _names(text: str, item_id: str) -> bool:
+    """`text` names the ledger ID as a whole word (not inside a longer ID)."""
+    return re.search(rf"(?<![\w-]){re.escape(item_id)}(?![\w-])", text) is not None
 
 
 def _selector_matches(mapped: str, ran: set[str]) -> bool:
@@ -376,10 +386,10 @@ def _selector_matches(mapped: str, ran: set[str]) -> bool:
 
 
 # Code-diff parts: volume, tests moving with the code, test/production balance, breadth.
-CODE_VOLUME = 40
+CODE_VOLUME = 35
 CODE_VOLUME_FULL_LINES = 400
-CODE_EXERCISED = 30
-CODE_BALANCE = 15
+CODE_EXERCISED = 25
+CODE_BALANCE = 25
 CODE_BREADTH = 10
 CODE_BREADTH_FULL_FILES = 4
 CODE_TEST_FUNCTIONS = 5
@@ -401,7 +411,13 @@ def code_diff_score(t: CodeTally) -> _Ledger:
     )
     if prod > 0:
         share = t.exercised_line_share()
-        s.add(CODE_EXERCISED * share, f"{share:.0%} of production lines are in files the changed tests exercise")
+        if t.symbols:
+            # Files are a coarse grain (one tested function "covers" a big file): average with symbols.
+            sym_share, hit, total_symbols = t.exercised_symbol_share()
+            s.add(CODE_EXERCISED * (share + sym_share) / 2,
+                  f"tests moved with the code: {share:.0%} of production lines in exercised files, {hit} of {total_symbols} symbols exercised")
+        else:
+            s.add(CODE_EXERCISED * share, f"tests moved with the code: {share:.0%} of production lines in exercised files")
         if test > 0:
             s.add(CODE_BALANCE * _saturate(test, 0.5 * prod), f"{test} test lines against {prod} production lines")
         else:
@@ -435,6 +451,7 @@ PENALTY_WEAKENED = 8
 PENALTY_CHURN = 20
 PENALTY_REVERT = 15
 PENALTY_BULKY = 10
+SEM_INCOMPLETE_CAP = 40
 
 
 def semantic_score(t: CodeTally, f: TurnFacts, previous: CodeTally | None, min_code_lines: int, previous_label: str = "the previous iteration") -> _Ledger:
@@ -469,7 +486,7 @@ def semantic_score(t: CodeTally, f: TurnFacts, previous: CodeTally | None, min_c
                 unwired = sorted(t.flags_added - t.flags_consumed)
                 s.add(SEM_WIRED * len(wired) / len(t.flags_added), f"{len(wired)} of {len(t.flags_added)} new flags/fields also consumed")
                 if unwired:
-                    s.add(-PENALTY_UNWIRED, f"flag exposed without execution wiring: {', '.join(unwired[:4])}")
+                    s.add(-PENALTY_UNWIRED * len(unwired) / len(t.flags_added), f"flag exposed without execution wiring: {', '.join(unwired[:4])}")
             else:
                 s.add(SEM_WIRED, "no new flag or config field left unconsumed")
         elif test > 0:
@@ -505,6 +522,14 @@ def semantic_score(t: CodeTally, f: TurnFacts, previous: CodeTally | None, min_c
         s.add(-min(2 * PENALTY_BULKY, PENALTY_BULKY * len(t.bulky)), f"bulky artifacts committed: {', '.join(p for p, _, _ in t.bulky[:3])}")
     if t.truncated:
         s.add(0, "diff evidence truncated: the change was too large to read whole")
+    unwired = sorted(t.flags_added - t.flags_consumed)
+    if unwired and prod > 0:
+        # A flag nothing reads is a feature that does not run end to end: incomplete
+        # work, capped the lower the more of the new flags are left unwired.
+        wired_share = 1 - len(unwired) / len(t.flags_added)
+        cap = round(SEM_INCOMPLETE_CAP + (100 - SEM_INCOMPLETE_CAP) * wired_share)
+        if s.total > cap:
+            s.add(cap - s.total, f"incomplete: {len(unwired)} of {len(t.flags_added)} new flags/fields not wired, capped at {cap}")
     return s
 
 

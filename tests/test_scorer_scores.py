@@ -54,7 +54,7 @@ def test_verified_work_scores_high_and_every_score_explains_itself() -> None:
     assert reason(it, "semantic", "2 of 2 changed production symbols exercised") == 40
     assert reason(it, "summary", "engineer's commit cites the focus ENG-001") > 0
     assert reason(it, "summary", "the brief's mapped tests were run") > 0
-    assert reason(it, "code_diff", "100% of production lines") == 30
+    assert reason(it, "code_diff", "100% of production lines in exercised files, 2 of 2 symbols exercised") == 25
 
 
 def test_code_from_the_tests_folder_alone_is_real_but_lesser_work() -> None:
