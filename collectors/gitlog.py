@@ -18,6 +18,7 @@ Everything here is bytes: paths and messages are whatever the repo holds.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import secrets
 import subprocess
@@ -395,9 +396,9 @@ class LogReader:
             last: RawCommit | None = None
             proc = self._start(chunk)
             stderr = _StderrDrain(proc)
+            pump = _Pump(proc)
             try:
-                assert proc.stdout is not None
-                for record in _split_records(iter(lambda: proc.stdout.read1(1 << 20), b""), self._fmt.start):  # type: ignore[union-attr]
+                for record in _split_records(pump, self._fmt.start):
                     commit = parse_record(
                         record, self._fmt, want_hunks=self.want_hunks, patch_lines_cap=self.patch_lines_cap
                     )
@@ -412,8 +413,7 @@ class LogReader:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
+                pump.close()
             message = stderr.text()
             if rc == 0:
                 if last is not None:
@@ -512,6 +512,54 @@ def _looks_like_missing_objects(message: str) -> bool:
 def _last_line(data: bytes) -> str:
     lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
+
+
+class _Pump:
+    """Reads a process's stdout on a thread, so git runs ahead while Python parses.
+
+    Iterating yields the chunks in order; at most `depth` chunks wait in memory."""
+
+    _END = b""
+
+    def __init__(self, proc: subprocess.Popen[bytes], chunk: int = 1 << 20, depth: int = 32) -> None:
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._stdout = proc.stdout
+        self._chunk = chunk
+        self._thread = threading.Thread(target=self._run, name="loopmon-gitlog", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._stdout is not None
+        try:
+            while not self._stop.is_set():
+                data = self._stdout.read1(self._chunk)
+                self._put(data)
+                if not data:
+                    return
+        except (OSError, ValueError):
+            self._put(self._END)
+
+    def _put(self, data: bytes) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(data, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            data = self._queue.get()
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self._stdout is not None:
+            self._stdout.close()
 
 
 class _StderrDrain:
