@@ -362,8 +362,13 @@ class IterationRow:
     evidence: str | None
 
     @property
-    def label(self) -> int:
-        """The loop's own iteration number, or loopmon's index where the loop gives none."""
+    def label(self) -> str:
+        """How people name it: the loop's own number, or `#index` where the loop gives none."""
+        return str(self.number) if self.number is not None else f"#{self.idx}"
+
+    @property
+    def key(self) -> int:
+        """What --from/--to compare: the loop's number, else loopmon's index."""
         return self.number if self.number is not None else self.idx
 
     @property
@@ -451,7 +456,7 @@ def iterations_view(conn: sqlite3.Connection, repo: str, *, last: int | None = N
     for it in its:
         changes = key_changes(path_changes(conn, repo, it.commits))
         rows.append({
-            "iteration": it.label, "index": it.idx, "final": not it.provisional,
+            "iteration": it.number, "index": it.idx, "final": not it.provisional,
             "summary": it.summary, "code_diff": it.code_diff, "semantic": it.semantic,
             "aggregate": it.aggregate, "bucket": it.bucket, "focus": it.focus, "override": it.override,
             "code_lines": it.code_lines,
@@ -518,10 +523,12 @@ def dwell_view(conn: sqlite3.Connection, repo: str) -> View:
     labels = {i.idx: i.label for i in load_iterations(conn, repo)}
     rows = [{
         "focus": d.focus, "value": d.value, "tier": d.tier, "longest": d.peak, "reported": d.reported,
-        "iterations": [labels.get(i, i) for i in d.iterations], "updated_at": d.updated_at,
+        "iterations": [labels.get(i, f"#{i}") for i in d.iterations], "indexes": d.iterations,
+        "updated_at": d.updated_at,
     } for d in load_dwell(conn, repo)]
     return View(
-        title=f"Dwell of {repo}", columns=["focus", "value", "tier", "longest", "reported", "iterations", "updated_at"],
+        title=f"Dwell of {repo}",
+        columns=["focus", "value", "tier", "longest", "reported", "iterations", "indexes", "updated_at"],
         rows=rows,
         headers={"value": "dwell", "longest": "longest streak", "reported": "self-reported",
                  "iterations": "iterations making it up", "updated_at": "updated"},
@@ -543,19 +550,21 @@ def alerts_view(conn: sqlite3.Connection, repo: str, *, since: datetime | None =
     if kind:
         sql += " AND alert = ?"
         params.append(kind)
-    labels = {i.idx: i.label for i in load_iterations(conn, repo)}
+    numbers = {i.idx: i.number for i in load_iterations(conn, repo)}
     rows = [{
         "time": r["time"], "kind": r["alert"], "severity": r["severity"],
-        "iteration": labels.get(r["iteration"], r["iteration"]), "focus": r["focus"], "message": r["message"],
-        "key": r["key"], "detail": parse_json(r["detail"], {}),
+        "iteration": numbers.get(r["iteration"]), "index": r["iteration"], "focus": r["focus"],
+        "message": r["message"], "key": r["key"], "detail": parse_json(r["detail"], {}),
     } for r in conn.execute(sql + " ORDER BY time, key", params)]
-    return View(title=f"Alerts of {repo}", columns=["time", "kind", "severity", "iteration", "focus", "message", "key",
-                                                    "detail"],
-                rows=rows, numeric=frozenset({"iteration"}), nowrap=frozenset({"severity", "time"}),
+    return View(title=f"Alerts of {repo}", columns=["time", "kind", "severity", "iteration", "index", "focus", "message",
+                                                    "key", "detail"],
+                rows=rows, headers={"iteration": "iter", "index": "#"}, numeric=frozenset({"iteration", "index"}),
+                nowrap=frozenset({"severity", "time"}),
                 times=frozenset({"time"}))
 
 
-TABLE_COLUMNS["alerts"] = ["time", "kind", "severity", "iteration", "focus", "message"]
+TABLE_COLUMNS["alerts"] = ["time", "kind", "severity", "iteration", "index", "focus", "message"]
+TABLE_COLUMNS["dwell"] = ["focus", "value", "tier", "longest", "reported", "iterations", "updated_at"]
 
 
 # --------------------------------------------------------------------------- ledger and hubs
@@ -631,7 +640,7 @@ def fts_phrase(text: str) -> str:
 def search_view(conn: sqlite3.Connection, repo: str, text: str, limit: int = 50) -> View:
     """Commit and alert messages matching every word of `text`, best match first."""
     match = fts_phrase(text)
-    labels = {i.idx: i.label for i in load_iterations(conn, repo)}
+    numbers = {i.idx: i.number for i in load_iterations(conn, repo)}
     rows = []
     for r in conn.execute(
         """SELECT c.committed_at AS time, c.sha, c.role, c.iteration, c.subject, c.message, commits_fts.rank AS rank
@@ -644,7 +653,7 @@ def search_view(conn: sqlite3.Connection, repo: str, text: str, limit: int = 50)
            FROM alerts_fts JOIN alerts a ON a.rowid = alerts_fts.rowid
            WHERE alerts_fts MATCH ? AND a.repo = ? ORDER BY rank LIMIT ?""", (match, repo, limit)):
         rows.append({"source": "alert", "time": r["time"], "ref": r["key"], "kind": r["alert"],
-                     "iteration": labels.get(r["iteration"], r["iteration"]), "text": r["message"].split("\n", 1)[0],
+                     "iteration": numbers.get(r["iteration"]), "text": r["message"].split("\n", 1)[0],
                      "message": r["message"], "rank": r["rank"]})
     rows.sort(key=lambda row: row["rank"])
     return View(title=f"Messages of {repo} matching {text!r}",

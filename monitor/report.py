@@ -19,6 +19,7 @@ import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from monitor.config import Settings
@@ -100,6 +101,7 @@ class PromptChange:
     deletions: int
     sha: str | None = None
     subject: str | None = None
+    created: bool = False  # the file's first appearance: nothing to compare with
 
 
 @dataclass
@@ -122,7 +124,7 @@ class ReportData:
     generated: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @property
-    def labels(self) -> dict[int, int]:
+    def labels(self) -> dict[int, str]:
         return {i.idx: i.label for i in self.history}
 
     def bucket_of(self, score: float) -> str:
@@ -144,15 +146,21 @@ class ReportData:
 
 
 def select_window(history: list[IterationRow], first: int | None, last: int | None) -> list[IterationRow]:
-    """Iterations whose label (the loop's number, else loopmon's index) lies in [first, last]."""
-    window = [i for i in history if (first is None or i.label >= first) and (last is None or i.label <= last)]
+    """The iterations from the first to the last whose number lies in [first, last].
+
+    Numbers are the loop's own (loopmon's index where the loop gives none). The window
+    is a contiguous run of iterations, so unnumbered ones and repeated numbers (a driver
+    restart) inside it stay in it.
+    """
     if not history:
         raise QueryError("no scored iterations in the store yet (run `loopmon backfill` or `loopmon run` first)")
-    if not window:
-        labels = [i.label for i in history]
+    inside = [k for k, it in enumerate(history)
+              if (first is None or it.key >= first) and (last is None or it.key <= last)]
+    if not inside:
+        keys = [i.key for i in history]
         raise QueryError(f"--from/--to: no iteration between {first} and {last} "
-                         f"(the store has iterations {min(labels)}-{max(labels)})")
-    return window
+                         f"(the store has iterations {min(keys)}-{max(keys)})")
+    return history[inside[0] : inside[-1] + 1]
 
 
 def _commit_infos(conn: sqlite3.Connection, repo: str, shas: list[str]) -> dict[str, CommitInfo]:
@@ -187,6 +195,10 @@ def _prompt_changes(conn: sqlite3.Connection, repo: str) -> list[PromptChange]:
                WHERE f.repo = ? AND f.path_class = 'prompt' AND c.orphaned = 0
                ORDER BY c.committed_at, f.path""", (repo,))
     ]
+    seen: set[str] = set()
+    for p in found:
+        p.created = p.path not in seen and p.deletions == 0
+        seen.add(p.path)
     committed = {(p.path, p.insertions, p.deletions) for p in found}
     for r in conn.execute("SELECT time, envelope FROM events WHERE repo = ? AND kind = 'prompt_changed' ORDER BY time",
                           (repo,)):
@@ -250,7 +262,7 @@ def _within(t: datetime | None, start: datetime | None, end: datetime | None) ->
 # --------------------------------------------------------------------------- the plot
 
 
-def ascii_plot(labels: list[int], values: list[float]) -> str:
+def ascii_plot(labels: list[str], values: list[float]) -> str:
     """Aggregate scores as a column chart: `*` at each score rounded to the nearest ten, `|` below it.
 
     More iterations than PLOT_MAX_COLUMNS are shown as the mean of equal groups, each
@@ -509,7 +521,7 @@ def dwell_git_section(data: ReportData) -> list[str]:
                 "| Focus | Dwell | Tier | Longest streak | Iterations making it up |", "| --- | ---: | --- | ---: | --- |"]
         for d in data.dwell:
             focus = "all foci (global)" if d.focus == GLOBAL_FOCUS else md_code(d.focus)
-            its = ", ".join(str(labels.get(i, i)) for i in d.iterations) or "—"
+            its = ", ".join(labels.get(i, f"#{i}") for i in d.iterations) or "—"
             out.append(f"| {focus} | {d.value} | {d.tier or '—'} | {d.peak} | {its} |")
     dwell_alerts = [a for a in data.alerts if a["alert"].startswith("dwell")]
     out += ["", "Dwell alerts in the window:" if dwell_alerts else "No dwell alert in the window."]
@@ -536,8 +548,8 @@ def dwell_git_section(data: ReportData) -> list[str]:
     return out
 
 
-def _alert_line(a: dict[str, Any], labels: dict[int, int]) -> str:
-    where = f"Iter {labels.get(a['iteration'], a['iteration'])}" if a["iteration"] is not None else a["time"][:19]
+def _alert_line(a: dict[str, Any], labels: dict[int, str]) -> str:
+    where = f"Iter {labels.get(a['iteration'], '#' + str(a['iteration']))}" if a["iteration"] is not None else a["time"][:19]
     focus = f" on {md_code(a['focus'])}" if a.get("focus") else ""
     return f"- {where}{focus} [{a['severity']}]: {md_text(a['message'])}"
 
@@ -565,9 +577,9 @@ def prompt_section(data: ReportData) -> list[str]:
     for p in data.prompt_changes:
         its_after = _after(data, p)
         where = f", in effect from Iter {its_after[0].label}" if its_after else ", after the window's last iteration"
-        out.append(f"- {_prompt_line(p)}{where}")
+        out.append(f"- {_prompt_line(p)}{' (created)' if p.created else where}")
     out += ["", "### Pre/Post Statistical Analysis", ""]
-    splitting = [(p, _after(data, p)) for p in data.prompt_changes]
+    splitting = [(p, _after(data, p)) for p in data.prompt_changes if not p.created]
     splitting = [(p, after) for p, after in splitting if after and len(after) < len(w)]
     if not splitting:
         out.append("**Limitation:** no prompt change splits the window, so there is no before/after comparison "
@@ -678,8 +690,16 @@ def render(data: ReportData) -> str:
 
 
 def build_report(conn: sqlite3.Connection, repo: str, settings: Settings, first: int | None = None,
-                 last: int | None = None) -> str:
-    """The audit of iterations `first`..`last` (the loop's numbers; both optional) as Markdown."""
+                 last: int | None = None, root: Path | None = None) -> str:
+    """The audit of iterations `first`..`last` (the loop's numbers; both optional) as Markdown.
+
+    `root`, the repository's folder when at hand, names the branch if no collector did.
+    """
     if first is not None and last is not None and first > last:
         raise QueryError(f"--from {first} is after --to {last}")
-    return render(gather(conn, repo, settings, first, last))
+    data = gather(conn, repo, settings, first, last)
+    if data.branch is None and root is not None:
+        from collectors.gitrepo import current_branch_and_head
+
+        data.branch = current_branch_and_head(root)[0]
+    return render(data)
