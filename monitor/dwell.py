@@ -120,17 +120,19 @@ class DwellTracker:
             detail={"tier": tier, "threshold": threshold, "dwell": c.value, "iterations": list(c.iterations), "scope": key},
         )
 
-    def self_report(self, reported: int, focus: str | None, index: int, extra: int = 0) -> tuple[DwellChanged, Alert | None]:
+    def self_report(self, reported: int, focus: str | None, index: int, unclosed: bool | None = None) -> tuple[DwellChanged, Alert | None]:
         """Compare the supervisor's own `dwell=` with the measured count of its focus.
 
-        `extra` counts a finished turn without code that has not closed yet (the
-        supervisor writes its tally before its own commit opens the next iteration).
+        The supervisor writes its tally before its own commit opens the next
+        iteration, so the turn that just ran is counted too: `unclosed` says whether
+        it landed code on this focus (True: the count restarts at 0), or not (False:
+        one more), or that there is no such turn (None).
         """
         key = focus or GLOBAL
         c = self.count(key)
         c.reported = reported
         change = self._changed(key, c)
-        measured = c.value + extra
+        measured = c.value if unclosed is None else (0 if unclosed else c.value + 1)
         if abs(reported - measured) < self.settings.self_report_tolerance:
             return change, None
         return change, Alert(

@@ -181,19 +181,23 @@ class IterationTracker:
 
     # ----------------------------------------------------------------- commits
 
-    def _number(self, commit: Commit) -> tuple[int | None, str]:
+    def _number(self, commit: Commit, side: Side) -> tuple[int | None, str]:
         if commit.sync is not None:
             return commit.sync.iteration, "tag"
         if commit.iteration is not None:
             return commit.iteration, "tag"
         if self.baton is not None and self.baton.iteration is not None:
-            return self.baton.iteration, "baton"
+            number = self.baton.iteration
+            if side == "engineer" and self.actor_side(self.baton.expected_actor) == "supervisor":
+                # The baton was handed back (and its counter advanced) before this commit was seen.
+                number -= 1
+            return number, "baton"
         return None, "none"
 
     def add_commit(self, commit: Commit) -> tuple[Iteration, Iteration | None]:
         """Assign a commit; returns (its iteration, the iteration this closed or None)."""
         side = self.side(commit)
-        number, evidence = self._number(commit)
+        number, evidence = self._number(commit, side)
         when = commit.committed_at
         if commit.role in ("supervisor", "driver") or evidence == "tag":
             self.markers = True

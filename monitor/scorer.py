@@ -395,16 +395,16 @@ class Scorer:
         if p.dwell is None:
             return
         focus = normalize_focus(p.focus) or (st.tracker.pending_focus() if pending else open_.focus()[0])
-        change, alert = st.dwell.self_report(p.dwell, focus, open_.index, extra=self._unclosed_dwell(st, open_, focus) if pending else 0)
+        change, alert = st.dwell.self_report(p.dwell, focus, open_.index, self._unclosed(st, open_, focus) if pending else None)
         out.append(change)
         if alert is not None:
             out.append(alert)
 
-    def _unclosed_dwell(self, st: RepoState, it: Iteration, focus: str | None) -> int:
-        """The turn that just ran and has not closed yet counts in the supervisor's own tally."""
-        if st.tally.code_lines >= self.settings.dwell.min_code_lines or not it.commits:
-            return 0
-        return 1 if focus is None or it.focus()[0] == focus else 0
+    def _unclosed(self, st: RepoState, it: Iteration, focus: str | None) -> bool | None:
+        """The turn that just ran, not closed yet: did it land code on `focus` (None: not on it)?"""
+        if not it.commits or (focus is not None and it.focus()[0] != focus):
+            return None
+        return st.tally.code_lines >= self.settings.dwell.min_code_lines
 
     def _on_baton_changed(self, st: RepoState, env: Envelope, out: list[Any]) -> None:
         p: BatonChanged = env.payload  # type: ignore[assignment]

@@ -84,12 +84,16 @@ def test_the_baton_numbers_untagged_commits() -> None:
     s = Stream()
     s.baton(40, "galph", "running-galph")
     s.commit("SUPERVISOR: plan", files={"input.md": (1, 1)})
+    s.baton(40, "ralph", "running-ralph")
     s.commit("[ABC-001] work", files=CODE)
-    s.baton(41, "galph", "running-galph")
+    s.baton(41, "galph", "waiting-galph")
+    # Seen after the baton was handed back and its counter advanced: still the engineer's turn of 40.
+    s.commit("[ABC-001] late evidence", files={"tests/test_app.py": (3, 0)})
     s.commit("SUPERVISOR: plan again")
     out = run(Scorer(Settings()), s.envelopes)
     it = finals(out)[1]
     assert (it.number, it.evidence) == (40, "baton")
+    assert len(it.engineer_commits) == 2 and it.code_lines == 77
     assert last_per_index(out)[2].number == 41
 
 
