@@ -5,7 +5,7 @@ Exit statuses (a driver can tell them apart):
     0  go on
     2  usage error (bad arguments, no store)
     3  dwell: a dwell tier at or above --max-tier is active (on any focus, the given
-       --focus, or across all foci)
+       --focus, or across all foci), unless the open iteration has landed code since
     4  git state broken: a rebase or merge in progress, or a stale index.lock
     5  stalled: the baton's lease ran out with no commit since, or the monitor hears
        nothing from a loop whose baton says it is running
@@ -81,13 +81,30 @@ def check_max_tier(max_tier: str, settings: Settings) -> int:
     return tiers[str(max_tier)]
 
 
+def broken_streaks(conn: sqlite3.Connection, repo: str, settings: Settings) -> set[str]:
+    """Dwell keys the open iteration has already reset by landing code.
+
+    Dwell counts closed iterations only, and an iteration closes when the next one
+    opens; between the engineer's turn and the next supervisor turn (when a driver
+    calls the gate) the stored dwell still holds the streak that the turn just broke.
+    """
+    row = conn.execute("SELECT provisional, focus, code_lines FROM iterations WHERE repo = ? ORDER BY idx DESC LIMIT 1",
+                       (repo,)).fetchone()
+    if row is None or not row["provisional"] or (row["code_lines"] or 0) < settings.dwell.min_code_lines:
+        return set()
+    return {GLOBAL_FOCUS} | ({row["focus"]} if row["focus"] else set())
+
+
 def dwell_reasons(conn: sqlite3.Connection, repo: str, settings: Settings, limit: int,
                   focus: str | None) -> list[Reason]:
     """Foci (and the global count) whose active tier starts at or above `limit`."""
     reasons = []
     tier_of = DwellTracker(settings.dwell).tier_of
+    reset = broken_streaks(conn, repo, settings)
     for d in load_dwell(conn, repo):
         if focus is not None and d.focus not in (focus, GLOBAL_FOCUS):
+            continue
+        if d.focus in reset:
             continue
         tier = d.tier if d.tier in settings.dwell.tiers else tier_of(d.value)
         if tier is None or settings.dwell.tiers[tier] < limit:
