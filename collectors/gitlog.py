@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import IO, Callable, Iterable, Iterator, Sequence
 
 NULL_OID = "0" * 40
 _HEX = re.compile(rb"^[0-9a-f]{40,64}$")
@@ -387,14 +387,30 @@ class LogReader:
         return args
 
     def read(self, shas: Sequence[str]) -> Iterator[RawCommit | Unreadable]:
-        """Every commit of `shas`, in order. A commit git cannot read whole is read path by path."""
+        """Every commit of `shas`, in order, each once.
+
+        A commit git dies on is read path by path (`read_tolerant`) and the stream
+        resumes after it; a commit whose own object is missing comes out `Unreadable`."""
         pending = list(shas)
-        done = 0
-        while done < len(pending):
-            chunk = pending[done:]
-            got = 0
+        bad: dict[str, str] = {}  # commits git cannot even parse, and why
+        pos = 0  # pending[:pos] have been yielded
+
+        def up_to(sha: str) -> Iterator[Unreadable]:
+            """Yield the unreadable commits before `sha` and step past it."""
+            nonlocal pos
+            while pos < len(pending) and pending[pos] != sha:
+                if pending[pos] in bad:
+                    yield Unreadable(pending[pos], bad[pending[pos]])
+                pos += 1
+            pos += 1
+
+        while pos < len(pending):
+            feed = [sha for sha in pending[pos:] if sha not in bad]
+            if not feed:
+                yield from up_to("")
+                return
             last: RawCommit | None = None
-            proc = self._start(chunk)
+            proc = self._start(feed)
             stderr = _StderrDrain(proc)
             pump = _Pump(proc)
             try:
@@ -405,8 +421,8 @@ class LogReader:
                     if commit is None:
                         continue
                     if last is not None:
+                        yield from up_to(last.sha)
                         yield last
-                        got += 1
                     last = commit
                 rc = proc.wait()
             finally:
@@ -417,18 +433,24 @@ class LogReader:
             message = stderr.text()
             if rc == 0:
                 if last is not None:
+                    yield from up_to(last.sha)
                     yield last
-                    got += 1
-                if got < len(chunk):
-                    raise GitError(f"git log stopped after {got} of {len(chunk)} commits: {message}")
-                return
-            # git died inside the commit after the last complete one: the record it
-            # left (if any) is partial. That commit is read path by path, the rest resumes.
-            failing = chunk[got]
-            if got == 0 and last is None and not _looks_like_missing_objects(message):
+                if any(sha not in bad for sha in pending[pos:]):
+                    raise GitError(f"git log stopped early: {message or 'no reason given'}")
+                continue
+            culprit = _named_commit(message, pending[pos:])
+            if culprit is not None and culprit not in bad and (last is None or culprit != last.sha):
+                # git could not parse a commit it was given: it stops before any output.
+                bad[culprit] = message
+                continue
+            # git died inside the commit after the last complete one: the record it left
+            # (if any) is partial. That commit is read path by path; the stream resumes after it.
+            if last is None and not _looks_like_missing_objects(message):
                 raise GitError(f"git log failed: {message or f'exit {rc}'}")
-            yield self.read_tolerant(failing, message)
-            done += got + 1
+            failing = next(sha for sha in pending[pos:] if sha not in bad)
+            result = self.read_tolerant(failing, message)
+            yield from up_to(failing)
+            yield result
 
     def _start(self, shas: Sequence[str]) -> subprocess.Popen[bytes]:
         try:
@@ -454,20 +476,12 @@ class LogReader:
         """Read a commit whose objects are partly missing: readable paths whole, the rest `unknown`."""
         raw = run_git(self.root, ["diff-tree", "-r", "-z", "--raw", "--no-renames", "--root", "--no-commit-id", sha])
         entries = _parse_raw(raw.stdout) if raw.returncode == 0 else []
-        objects = self.objects or ObjectReader(self.root)
-        try:
-            wanted = [e.new_oid or e.old_oid for e in entries if e.mode != "160000"]
-            present = objects.exists([oid for oid in wanted if oid])
-        finally:
-            if self.objects is None:
-                objects.close()
+        missing = missing_objects(self.root, [sha, f"{sha}^@"]) if entries else set()
         readable: list[bytes] = []
         for entry in entries:
             if entry.mode == "160000":  # a submodule: nothing to read here
                 readable.append(entry.path)
-                continue
-            oids = [o for o in (entry.old_oid, entry.new_oid) if o]
-            if all(present.get(o, False) for o in oids):
+            elif entry.old_oid not in missing and entry.new_oid not in missing:
                 readable.append(entry.path)
         args: list[str | bytes] = ["--literal-pathspecs", *self._log_args(renames=False, diff=bool(readable)), sha]
         if readable:
@@ -505,8 +519,30 @@ class LogReader:
         return commit
 
 
+def missing_objects(root: str | Path, revs: Sequence[str]) -> set[str]:
+    """Objects the trees of `revs` name but the repo lacks, listed without fetching or dying.
+
+    (`cat-file` cannot do this: in a partial clone it dies on the first missing blob.)"""
+    proc = run_git(root, ["rev-list", "--objects", "--missing=print", "--no-walk", *revs])
+    return {line[1:].split()[0] for line in proc.stdout.decode("ascii", "replace").splitlines() if line.startswith("?")}
+
+
+_SHA_IN_MESSAGE = re.compile(r"\b[0-9a-f]{40,64}\b")
+
+
+def _named_commit(message: str, shas: Sequence[str]) -> str | None:
+    """The commit of `shas` that git's error message names as unparsable, if any."""
+    if not any(s in message for s in ("unable to parse commit", "bad object", "could not parse", "not a valid object")):
+        return None
+    wanted = set(shas)
+    return next((m for m in _SHA_IN_MESSAGE.findall(message) if m in wanted), None)
+
+
 def _looks_like_missing_objects(message: str) -> bool:
-    return any(s in message for s in ("unable to read", "could not fetch", "missing blob", "bad object", "promisor"))
+    return any(
+        s in message.lower()
+        for s in ("unable to read", "could not read", "could not fetch", "missing blob", "bad object", "promisor", "unable to parse")
+    )
 
 
 def _last_line(data: bytes) -> str:
@@ -715,80 +751,69 @@ class ObjectReader:
 
     def sizes(self, oids: Sequence[str]) -> dict[str, int | None]:
         """Object sizes in bytes; None for an object that is missing."""
-        out: dict[str, int | None] = {}
-        unique = list(dict.fromkeys(o for o in oids if o))
-        with self._lock:
-            for attempt in range(2):
-                try:
-                    if self._check is None or self._check.poll() is not None:
-                        self._check = self._open("--batch-check")
-                    for i in range(0, len(unique), self.CHUNK):
-                        part = unique[i : i + self.CHUNK]
-                        out.update(self._ask_sizes(self._check, part))
-                    return out
-                except (OSError, ValueError, GitError):
-                    self._kill("_check")
-                    if attempt:
-                        raise GitError("git cat-file --batch-check failed") from None
-        return out
+        return self._ask("_check", "--batch-check", oids, self._read_size)  # type: ignore[return-value]
+
+    def contents(self, oids: Sequence[str]) -> dict[str, bytes | None]:
+        """Blob contents; None for an object that is missing (or not a blob)."""
+        return self._ask("_batch", "--batch", oids, self._read_content)  # type: ignore[return-value]
 
     def exists(self, oids: Sequence[str]) -> dict[str, bool]:
         return {oid: size is not None for oid, size in self.sizes(oids).items()}
 
-    @staticmethod
-    def _ask_sizes(proc: subprocess.Popen[bytes], oids: Sequence[str]) -> dict[str, int | None]:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("".join(f"{o}\n" for o in oids).encode("ascii"))
-        proc.stdin.flush()
-        out: dict[str, int | None] = {}
-        for oid in oids:
-            line = proc.stdout.readline()
-            if not line:
-                raise GitError("git cat-file ended")
-            parts = line.split()
-            out[oid] = int(parts[2]) if len(parts) == 3 and parts[1] != b"missing" else None
-        return out
+    # A process that dies on an object (a partial clone's cat-file dies on a blob it
+    # cannot fetch) is restarted after it, this many times per call at most.
+    MAX_RESTARTS = 20
 
-    def contents(self, oids: Sequence[str]) -> dict[str, bytes | None]:
-        """Blob contents; None for an object that is missing."""
-        out: dict[str, bytes | None] = {}
-        unique = list(dict.fromkeys(o for o in oids if o))
-        if not unique:
-            return out
+    def _ask(self, name: str, option: str, oids: Sequence[str], read_one: Callable) -> dict[str, object]:
+        out: dict[str, object] = {}
+        pending = list(dict.fromkeys(o for o in oids if o))
+        restarts = 0
         with self._lock:
-            for attempt in range(2):
+            while pending:
+                proc = getattr(self, name)
+                if proc is None or proc.poll() is not None:
+                    proc = self._open(option)
+                    setattr(self, name, proc)
+                part = pending[: self.CHUNK]
                 try:
-                    if self._batch is None or self._batch.poll() is not None:
-                        self._batch = self._open("--batch")
-                    for i in range(0, len(unique), self.CHUNK):
-                        out.update(self._ask_contents(self._batch, unique[i : i + self.CHUNK]))
-                    return out
+                    assert proc.stdin is not None and proc.stdout is not None
+                    proc.stdin.write("".join(f"{o}\n" for o in part).encode("ascii"))
+                    proc.stdin.flush()
+                    for oid in part:
+                        out[oid] = read_one(proc.stdout)
+                    pending = pending[len(part) :]
                 except (OSError, ValueError, GitError):
-                    self._kill("_batch")
-                    if attempt:
-                        raise GitError("git cat-file --batch failed") from None
+                    self._kill(name)
+                    answered = sum(1 for oid in part if oid in out)
+                    # The object git died on counts as missing; the rest are asked again.
+                    out[part[answered]] = None
+                    pending = pending[answered + 1 :]
+                    restarts += 1
+                    if restarts > self.MAX_RESTARTS:
+                        raise GitError(f"git cat-file {option} keeps failing") from None
         return out
 
     @staticmethod
-    def _ask_contents(proc: subprocess.Popen[bytes], oids: Sequence[str]) -> dict[str, bytes | None]:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("".join(f"{o}\n" for o in oids).encode("ascii"))
-        proc.stdin.flush()
-        out: dict[str, bytes | None] = {}
-        for oid in oids:
-            line = proc.stdout.readline()
-            if not line:
-                raise GitError("git cat-file ended")
-            parts = line.split()
-            if len(parts) != 3 or parts[1] == b"missing":
-                out[oid] = None
-                continue
-            size = int(parts[2])
-            data = proc.stdout.read(size + 1)  # the content and its newline
-            if len(data) != size + 1:
-                raise GitError("git cat-file ended")
-            out[oid] = data[:size] if parts[1] == b"blob" else None
-        return out
+    def _read_size(stdout: IO[bytes]) -> int | None:
+        line = stdout.readline()
+        if not line:
+            raise GitError("git cat-file ended")
+        parts = line.split()
+        return int(parts[2]) if len(parts) == 3 and parts[1] != b"missing" else None
+
+    @staticmethod
+    def _read_content(stdout: IO[bytes]) -> bytes | None:
+        line = stdout.readline()
+        if not line:
+            raise GitError("git cat-file ended")
+        parts = line.split()
+        if len(parts) != 3 or parts[1] == b"missing":
+            return None
+        size = int(parts[2])
+        data = stdout.read(size + 1)  # the content and its newline
+        if len(data) != size + 1:
+            raise GitError("git cat-file ended")
+        return data[:size] if parts[1] == b"blob" else None
 
     def _kill(self, name: str) -> None:
         proc = getattr(self, name)
