@@ -27,6 +27,9 @@ from monitor.events import BatonChanged, BriefUpdated, Commit, MemoryEntry
 # stops at the dot) or a plain word such as `seed`.
 _FOCUS_TOKEN = re.compile(r"[\w-]+")
 
+# A ledger ID named without brackets in an engineer's subject: `OVERSAMPLING-001 Phase A: ...`.
+_PLAIN_ID = re.compile(r"(?<![\w-])[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*-\d{2,}(?![\w-])")
+
 Side = str  # "supervisor" | "engineer" | "other"
 
 
@@ -102,6 +105,12 @@ class Iteration:
             commit = self.commits.get(sha)
             if commit is not None and commit.ledger_ids:
                 return commit.ledger_ids[0], "commit"
+        # Named without brackets: the engineer's subject, else the supervisor's plan for the turn.
+        for sha in self.engineer_commits + self.supervisor_commits:
+            commit = self.commits.get(sha)
+            match = _PLAIN_ID.search(commit.subject[:300]) if commit is not None else None
+            if match:
+                return match.group(0), "commit"
         return None, "none"
 
     def is_empty(self) -> bool:

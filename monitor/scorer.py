@@ -70,6 +70,7 @@ class RepoState:
     last_event_at: datetime | None = None
     last_engineer_failures: tuple[int, set[str]] | None = None
     brief_seen: bool = False
+    scanned_hubs: set[str] = field(default_factory=set)  # hubs found at start-up, first measurement pending
     last_scored: IterationScored | None = None
     dirty: bool = False
 
@@ -437,6 +438,10 @@ class Scorer:
 
     def _on_hub_opened(self, st: RepoState, env: Envelope, out: list[Any]) -> None:
         p: HubOpened = env.payload  # type: ignore[assignment]
+        if p.existing:
+            # Found at start-up: no iteration's work. Its first measurement comes with it.
+            st.scanned_hubs.add(p.path)
+            return
         it = self._open(st)
         it.add_hub(p.path, new=not p.existing)
         it.touch(env.time)
@@ -447,6 +452,9 @@ class Scorer:
 
     def _on_hub_updated(self, st: RepoState, env: Envelope, out: list[Any]) -> None:
         p: HubUpdated = env.payload  # type: ignore[assignment]
+        if p.path in st.scanned_hubs:
+            st.scanned_hubs.discard(p.path)
+            return
         it = self._open(st)
         it.add_hub(p.path)
         st.dirty = True

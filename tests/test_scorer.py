@@ -333,3 +333,39 @@ def test_figures_mean_median_rolling_trend_inflections_and_bucket_shares() -> No
     assert fig["inflections"] and fig["inflections"][0]["from"] == "low"
     assert fig["bucket_counts"]["low"] == 3 and abs(sum(fig["buckets"].values()) - 1) < 0.01
     assert fig["open"]["number"] == 8
+
+
+def test_focus_comes_from_the_brief_then_the_ledger_then_the_ids_the_commits_name() -> None:
+    from monitor.events import FocusChanged
+
+    s = Stream()
+    s.commit("SUPERVISOR AUTO (iter=00001): refresh PARITY-LOGGER-002 directives — tests: not run")
+    s.commit("RALPH AUTO (iter=00001): OVERSAMPLING-001 Phase A: guards — tests: not run", files=CODE)
+    s.commit("SUPERVISOR AUTO (iter=00002): reports evidence — tests: not run")
+    s.emit(FocusChanged(path="docs/fix_plan.md", old=[], new=["TEST-SUITE-TRIAGE-002"]))
+    s.commit("RALPH AUTO (iter=00002): [SIDE-TOOL-009] work — tests: not run", files=CODE)
+    s.brief("VECTOR-GAPS-002.F1 — audit", mapped=["tests/test_app.py"])
+    s.commit("SUPERVISOR AUTO (iter=00003): plan — tests: not run")
+    s.commit("SUPERVISOR AUTO (iter=00004): plan UTF-8 handling — tests: not run")
+    out = run(Scorer(Settings()), s.envelopes)
+    focus = {i: p.focus for i, p in last_per_index(out).items()}
+    assert focus[1] == "OVERSAMPLING-001"  # the engineer's subject before the supervisor's
+    assert focus[2] == "TEST-SUITE-TRIAGE-002"  # the ledger's Active Focus before the commit's tag
+    assert focus[3] == "VECTOR-GAPS-002"  # the brief first, its sub-item dropped
+
+
+def test_hubs_found_at_start_up_belong_to_no_iteration() -> None:
+    from monitor.events import HubUpdated
+
+    s = Stream()
+    old = "plans/active/ABC-001/reports/2025-10-01T000000Z"
+    s.hub(old, "ABC-001", existing=True)
+    s.emit(HubUpdated(path=old, initiative="ABC-001", files=3, bytes=900))
+    s.commit("SUPERVISOR AUTO (iter=00001): plan — tests: not run")
+    s.emit(HubUpdated(path=old, initiative="ABC-001", files=4, bytes=1200))  # reused in this turn
+    new = "plans/active/ABC-001/reports/2025-11-13T150000Z"
+    s.hub(new, "ABC-001")
+    out = run(Scorer(Settings()), s.envelopes)
+    assert last_per_index(out)[1].hubs == [old, new]
+    first = [p for p in out if p.kind == "iteration_scored"][0]
+    assert first.hubs == []
