@@ -167,6 +167,10 @@ class StoreCollector(Collector):
         missing = CounterMetricFamily("loopmon_bus_messages_missing", "messages lost in sequence gaps")
         missing.add_metric([], c.missing)
         yield missing
+        if hasattr(c, "duplicates"):
+            duplicates = CounterMetricFamily("loopmon_bus_messages_duplicate", "messages received twice (resends)")
+            duplicates.add_metric([], c.duplicates)
+            yield duplicates
 
 
 class MetricsServer:
