@@ -334,7 +334,21 @@ class PythonView:
         points.extend(s.line for s in self.scopes[lo:hi])
         if last != first:
             points.append(last)
-        return [self.chain(point) for point in points]
+        return [self.chain(point) for point in dict.fromkeys(points)]
+
+    def hunk_chains(self, new_start: int, added: list[str], removed: list[str]) -> list[list[Scope]]:
+        """The chains a `-U0` hunk touches (its added lines sit at new_start..)."""
+        if added:
+            filled = [new_start + i for i, text in enumerate(added) if text.strip()]
+            return self.chains_in(filled[0], filled[-1]) if filled else []
+        # A pure deletion, just after new line `new_start`: the deleted code sat inside
+        # whatever encloses that line less deeply than the deleted lines were indented.
+        text = next((t for t in removed if t.strip()), None)
+        if text is None or new_start < 1:
+            return []
+        expanded = text.expandtabs(8)
+        indent = len(expanded) - len(expanded.lstrip())
+        return [[scope for scope in self.chain(new_start) if scope.indent < indent]]
 
 
 # ------------------------------------------------------------------ the extractor
@@ -590,9 +604,7 @@ class EvidenceExtractor:
         path = changed.path
         names: list[str] = []
         if view is not None:
-            first = max(1, hunk.new_start)
-            last = hunk.new_start + hunk.new_count - 1 if hunk.new_count else first
-            for chain in view.chains_in(first, last):
+            for chain in view.hunk_chains(hunk.new_start, added, removed):
                 if is_test:
                     test = [d for d in chain if d.qualname.rsplit(".", 1)[-1].startswith("test")]
                     if test:

@@ -101,8 +101,12 @@ class DiffEvidence(_Model):
     """What a commit's diff hunks show, extracted once by the commit collector.
 
     The scorer never reads git: it judges iterations from this evidence. Python files
-    get an AST view (the enclosing def/class of each changed line); other languages
-    fall back to git's hunk-header function context and line patterns.
+    get a structural view of the new blob (the enclosing def/class of each changed line,
+    from its def/class outline: see collectors/diffs.py); other languages fall back to
+    git's hunk-header function context and line patterns.
+
+    Symbols and test functions read `path::Qual.name` (`pkg/engine.py::Engine.step`);
+    match them against `test_references` (bare identifiers) by their last dotted part.
     """
 
     symbols_changed: list[str] = Field(default_factory=list)  # production functions/classes touched
@@ -112,12 +116,15 @@ class DiffEvidence(_Model):
     asserts_removed: int = 0
     test_weakening: int = 0  # removed tolerances/settings/asserts, added skips, in tests
     flags_added: list[str] = Field(default_factory=list)  # CLI flags / config fields introduced
-    flags_consumed: list[str] = Field(default_factory=list)  # of those, the ones also read
+    # Flags added here that are read (args.x, config.x, getattr(.., "x")) in this commit's added
+    # lines or new blobs, plus names this commit reads through config-like receivers whatever
+    # commit added them: join over an iteration to find flags exposed but never wired.
+    flags_consumed: list[str] = Field(default_factory=list)
     added_hashes: list[str] = Field(default_factory=list)  # short hashes of normalised added code lines
     removed_hashes: list[str] = Field(default_factory=list)
     revert_of: str | None = None  # "This reverts commit <sha>"
     languages: list[str] = Field(default_factory=list)
-    ast: bool = False
+    ast: bool = False  # a Python file was seen through its structural view
     truncated: bool = False  # too large: evidence covers only part of the diff
 
 
