@@ -14,13 +14,16 @@ kind, and events stored and dropped (as their senders report them).
 from __future__ import annotations
 
 import ipaddress
+import socket
+import socketserver
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -173,14 +176,33 @@ class StoreCollector(Collector):
             yield duplicates
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass  # a scrape every few seconds would flood stderr
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class MetricsServer:
-    """The HTTP endpoint (`/metrics`) in a daemon thread, over its own registry."""
+    """The HTTP endpoint (`/metrics`, prometheus_client's WSGI app) in a daemon thread, over its own registry."""
+
+    POLL_SECONDS = 0.05  # how soon close() returns
 
     def __init__(self, address: str, db: str | Path, settings: Settings, counters: Any | None = None) -> None:
         self.host, port = parse_address(address)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StoreCollector(db, settings, counters))
-        self._httpd, self._thread = start_http_server(port, addr=self.host, registry=self.registry)
+        server_class = _Server6 if ":" in self.host else _Server
+        self._httpd = make_server(self.host, port, make_wsgi_app(self.registry), server_class, _QuietHandler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(self.POLL_SECONDS,),
+                                        name="loopmon-metrics", daemon=True)
+        self._thread.start()
 
     @property
     def port(self) -> int:
