@@ -73,6 +73,9 @@ class Iteration:
     git_failures: list[str] = field(default_factory=list)
     file_events: int = 0
     bulky_files: list[tuple[str, int]] = field(default_factory=list)  # working-tree files over the gate
+    _focus_tagged: str | None = None
+    _focus_named_engineer: str | None = None
+    _focus_named_supervisor: str | None = None
 
     def touch(self, when: datetime | None) -> None:
         """Widen the iteration's time span to include `when`."""
@@ -101,17 +104,28 @@ class Iteration:
                 return focus, "memory"
         if self.active_focus:
             return self.active_focus, "ledger"
-        for sha in self.engineer_commits:
-            commit = self.commits.get(sha)
-            if commit is not None and commit.ledger_ids:
-                return commit.ledger_ids[0], "commit"
-        # Named without brackets: the engineer's subject, else the supervisor's plan for the turn.
-        for sha in self.engineer_commits + self.supervisor_commits:
-            commit = self.commits.get(sha)
-            match = _PLAIN_ID.search(commit.subject[:300]) if commit is not None else None
+        found = self.commit_focus()
+        return (found, "commit") if found else (None, "none")
+
+    def commit_focus(self) -> str | None:
+        """The ID the engineer's commits tag, else one the engineer's or the supervisor's subjects name."""
+        return self._focus_tagged or self._focus_named_engineer or self._focus_named_supervisor
+
+    def note_focus(self, commit: Commit, role: str) -> None:
+        """Keep the first ID each kind of commit names (in arrival order), so focus() stays cheap."""
+        if role == "engineer" and self._focus_tagged is None and commit.ledger_ids:
+            self._focus_tagged = commit.ledger_ids[0]
+        attr = {"engineer": "_focus_named_engineer", "supervisor": "_focus_named_supervisor"}.get(role)
+        if attr is not None and getattr(self, attr) is None:
+            match = _PLAIN_ID.search(commit.subject[:300])
             if match:
-                return match.group(0), "commit"
-        return None, "none"
+                setattr(self, attr, match.group(0))
+
+    def renote_focus(self) -> None:
+        self._focus_tagged = self._focus_named_engineer = self._focus_named_supervisor = None
+        for role, shas in (("engineer", self.engineer_commits), ("supervisor", self.supervisor_commits)):
+            for sha in shas:
+                self.note_focus(self.commits[sha], role)
 
     def is_empty(self) -> bool:
         return not self.commits
@@ -299,6 +313,7 @@ class IterationTracker:
             it.engineer_commits.append(commit.sha)
         else:
             it.other_commits.append(commit.sha)
+        it.note_focus(commit, commit.role)
         if side == "engineer":
             it.engineer_seen = True
         elif side == "supervisor":
@@ -319,6 +334,7 @@ class IterationTracker:
             if sha.lower().startswith(prefix):
                 it.other_commits.remove(sha)
                 target.append(sha)
+                it.note_focus(it.commits[sha], "engineer" if target is it.engineer_commits else "supervisor")
 
     def remove_commit(self, sha: str) -> Iteration | None:
         """A commit rewritten out of history: drop it from the open or previous iteration."""
@@ -328,6 +344,7 @@ class IterationTracker:
                 for bucket in (it.supervisor_commits, it.engineer_commits, it.other_commits):
                     if sha in bucket:
                         bucket.remove(sha)
+                it.renote_focus()
                 return it
         return None
 

@@ -105,11 +105,22 @@ class Scorer:
         if handler is not None:
             handler(st, env, out)
         self._setup_opened(st)
-        if st.dirty:
+        backfill = isinstance(env.payload, Commit) and env.payload.backfill
+        if st.dirty and not self._silent and (not backfill or self._worth_emitting(st)):
             st.dirty = False
             self._emit_open(st, out)
-        notify = not (isinstance(env.payload, Commit) and env.payload.backfill)
-        return self._filter(env.repo, out, notify)
+        return self._filter(env.repo, out, not backfill)
+
+    @staticmethod
+    def _worth_emitting(st: RepoState) -> bool:
+        """In a replayed history, a big open iteration is rescored at 32 commits, 64, 128, ...
+
+        Its provisional scores are history nobody watched move; rescoring it on each of
+        thousands of commits would make a backfill quadratic. Its final score is exact.
+        """
+        it = st.tracker.open
+        n = len(it.commits) if it is not None else 0
+        return n <= 32 or n & (n - 1) == 0
 
     def tick(self, now: datetime) -> list[tuple[str, Any]]:
         """Time-based alerts (stalled loop), for every repo, as (repo, payload)."""
@@ -137,6 +148,11 @@ class Scorer:
                 self.process(env)
         finally:
             self._silent = False
+        # The open iterations' scores as last emitted: the next event emits only a change.
+        for st in self._repos.values():
+            if st.dirty and st.tracker.open is not None:
+                st.dirty = False
+                self._emit_open(st, [])
 
     def figures(self, repo: str) -> dict:
         """Rolling figures for one repo: mean, median, rolling mean, trend, inflections, bucket shares."""
@@ -223,9 +239,8 @@ class Scorer:
             git_failures=list(it.git_failures),
         )
 
-    def _scored(self, st: RepoState, it: Iteration, tally: CodeTally, previous: CodeTally | None, provisional: bool) -> IterationScored:
-        prev_label = "the previous iteration"
-        s = score(tally, self._facts(st, it), previous, self.settings, prev_label)
+    def _scored(self, st: RepoState, it: Iteration, tally: CodeTally, provisional: bool) -> IterationScored:
+        s = score(tally, self._facts(st, it), self.settings)
         focus, _ = it.focus()
         return IterationScored(
             index=it.index,
@@ -264,14 +279,14 @@ class Scorer:
         it = st.tracker.open
         if it is None:
             return
-        scored = self._scored(st, it, st.tally, st.previous_tally, provisional=True)
+        scored = self._scored(st, it, st.tally, provisional=True)
         st.last_scored = scored
         self._emit_if_changed(st, scored, out)
 
     def _close(self, st: RepoState, it: Iteration, next_started: datetime | None, out: list[Any]) -> None:
         """Final scores, rolling figures, dwell and close-time alerts for an iteration that just closed."""
         tally = st.tally
-        scored = self._scored(st, it, tally, st.previous_tally, provisional=False)
+        scored = self._scored(st, it, tally, provisional=False)
         self._emit_if_changed(st, scored, out)
         focus = scored.focus
         landed = tally.code_lines >= self.settings.dwell.min_code_lines
@@ -303,7 +318,7 @@ class Scorer:
             out.append(no_loop_markers(it.index))
         st.emitted.pop(it.index - 2, None)
         st.previous_tally = tally
-        st.tally = CodeTally()
+        st.tally = CodeTally(baseline=frozenset(tally.added_hashes))
 
     # ----------------------------------------------------------------- handlers
 
@@ -352,11 +367,16 @@ class Scorer:
         if it is None:
             return
         if it is st.tracker.open:
-            st.tally = CodeTally.of(it.commits.values(), st.rules.is_bulky)
+            st.tally = CodeTally.of(it.commits.values(), st.rules.is_bulky, st.tally.baseline)
             st.dirty = True
         else:
-            st.previous_tally = CodeTally.of(it.commits.values(), st.rules.is_bulky)
-            self._emit_if_changed(st, self._scored(st, it, st.previous_tally, None, provisional=False), out)
+            before = st.previous_tally.baseline if st.previous_tally is not None else ()
+            st.previous_tally = CodeTally.of(it.commits.values(), st.rules.is_bulky, before)
+            self._emit_if_changed(st, self._scored(st, it, st.previous_tally, provisional=False), out)
+            if st.tracker.open is not None:
+                # Churn in the open iteration is measured against what the previous one added.
+                st.tally = CodeTally.of(st.tracker.open.commits.values(), st.rules.is_bulky, st.previous_tally.added_hashes)
+                st.dirty = True
 
     def _on_file_changed(self, st: RepoState, env: Envelope, out: list[Any]) -> None:
         p: FileChanged = env.payload  # type: ignore[assignment]

@@ -45,6 +45,16 @@ def _flag_name(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+def _lookup_name(parts: list[str]) -> str | None:
+    """The name tests call a symbol by: its last part; a dunder method's class."""
+    if not parts:
+        return None
+    name = parts[-1]
+    if name.startswith("__") and name.endswith("__") and len(parts) > 1:
+        return parts[-2]
+    return name
+
+
 def module_stem(path: str) -> str:
     """`scripts/inference/inference.py` -> `inference`; `pkg/__init__.py` -> `pkg`."""
     p = PurePosixPath(path)
@@ -81,8 +91,14 @@ class FileAgg:
 
 @dataclass
 class CodeTally:
-    """What the commits of one iteration changed, summed (numstat, evidence, test reports)."""
+    """What the commits of one iteration changed, summed (numstat, evidence, test reports).
 
+    Kept incrementally: adding a commit costs what the commit holds, and every view
+    the scores read is a counter or a set already up to date, so a burst of
+    thousands of commits in one iteration stays linear.
+    """
+
+    baseline: frozenset[str] = frozenset()  # lines the previous iteration added (for churn)
     files: dict[str, FileAgg] = field(default_factory=dict)
     any_files: int = 0  # files of any class, bookkeeping included
     symbols: dict[str, str | None] = field(default_factory=dict)  # symbol -> its file when known
@@ -95,6 +111,7 @@ class CodeTally:
     flags_consumed: set[str] = field(default_factory=set)
     added_hashes: set[str] = field(default_factory=set)
     removed_hashes: set[str] = field(default_factory=set)
+    undone: int = 0  # removed hashes the previous iteration had added
     reverts: list[str] = field(default_factory=list)
     truncated: bool = False
     evidence_seen: bool = False
@@ -103,10 +120,22 @@ class CodeTally:
     ledger_ids: list[str] = field(default_factory=list)
     engineer_ids: list[str] = field(default_factory=list)
     engineer_subjects: list[str] = field(default_factory=list)
+    # Running totals and the exercised closure (see _mark_*).
+    _lines: dict[str, int] = field(default_factory=lambda: {"production": 0, "test": 0})
+    _files_of: dict[str, int] = field(default_factory=lambda: {"production": 0, "test": 0})
+    insertions: int = 0
+    deletions: int = 0
+    _by_name: dict[str, list[str]] = field(default_factory=dict)  # symbol lookup name -> symbols
+    _stems: dict[str, list[str]] = field(default_factory=dict)  # module stem -> production files
+    _named: set[str] = field(default_factory=set)  # module names test files are named after
+    _symbol_paths: set[str] = field(default_factory=set)  # files holding an exercised symbol
+    exercised_symbols: set[str] = field(default_factory=set)
+    exercised: set[str] = field(default_factory=set)  # production files the changed tests exercise
+    exercised_lines: int = 0
 
     @classmethod
-    def of(cls, commits: Iterable[Commit], is_bulky: Callable[[str, int | None], bool]) -> "CodeTally":
-        tally = cls()
+    def of(cls, commits: Iterable[Commit], is_bulky: Callable[[str, int | None], bool], baseline: Iterable[str] = ()) -> "CodeTally":
+        tally = cls(baseline=frozenset(baseline))
         for commit in commits:
             tally.add(commit, is_bulky)
         return tally
@@ -117,28 +146,28 @@ class CodeTally:
             self.any_files += 1
             if f.size is not None and is_bulky(f.path, f.size) and not (f.insertions == 0 and (f.deletions or 0) > 0):
                 self.bulky.append((f.path, f.size, commit.sha))
-            if f.path_class not in CODE_CLASSES:
-                continue
-            agg = self.files.setdefault(f.path, FileAgg(f.path_class))
-            agg.insertions += f.insertions or 0
-            agg.deletions += f.deletions or 0
-            agg.binary = agg.binary or f.binary or f.insertions is None
+            if f.path_class in CODE_CLASSES:
+                self._add_file(f.path, f.path_class, f.insertions or 0, f.deletions or 0, f.binary or f.insertions is None)
         ev = commit.evidence
         if ev != type(ev)():
             self.evidence_seen = True
         for s in ev.symbols_changed:
-            self.symbols.setdefault(s, _symbol_parts(s)[0])
+            self._add_symbol(s)
         self.test_functions.update(ev.test_functions)
         for ref in ev.test_references:
-            self.test_refs.add(ref)
-            self.test_refs.update(_IDENT.findall(ref))
+            self._add_ref(ref)
+            for part in _IDENT.findall(ref):
+                self._add_ref(part)
         self.asserts_added += ev.asserts_added
         self.asserts_removed += ev.asserts_removed
         self.test_weakening += ev.test_weakening
         self.flags_added.update(_flag_name(f) for f in ev.flags_added)
         self.flags_consumed.update(_flag_name(f) for f in ev.flags_consumed)
         self.added_hashes.update(ev.added_hashes)
-        self.removed_hashes.update(ev.removed_hashes)
+        for h in ev.removed_hashes:
+            if h not in self.removed_hashes:
+                self.removed_hashes.add(h)
+                self.undone += h in self.baseline
         if ev.revert_of:
             self.reverts.append(ev.revert_of)
         self.truncated = self.truncated or ev.truncated
@@ -152,22 +181,81 @@ class CodeTally:
             if commit.role == "engineer" and lid not in self.engineer_ids:
                 self.engineer_ids.append(lid)
 
+    # ----------------------------------------------------------------- the exercised closure
+
+    def _add_file(self, path: str, path_class: str, ins: int, dels: int, binary: bool) -> None:
+        agg = self.files.get(path)
+        new = agg is None
+        if agg is None:
+            agg = self.files[path] = FileAgg(path_class)
+            self._files_of[path_class] = self._files_of.get(path_class, 0) + 1
+        agg.insertions += ins
+        agg.deletions += dels
+        agg.binary = agg.binary or binary
+        self._lines[agg.path_class] = self._lines.get(agg.path_class, 0) + ins + dels
+        self.insertions += ins
+        self.deletions += dels
+        if agg.path_class == "production":
+            if path in self.exercised:
+                self.exercised_lines += ins + dels
+            elif new:
+                stem = module_stem(path)
+                self._stems.setdefault(stem, []).append(path)
+                if stem in self.test_refs or stem in self._named or path in self._symbol_paths:
+                    self._mark_file(path)
+        elif new and agg.path_class == "test":
+            for target in _test_file_targets(path) - self._named:
+                self._named.add(target)
+                for prod in self._stems.get(target, ()):
+                    self._mark_file(prod)
+
+    def _add_symbol(self, symbol: str) -> None:
+        if symbol in self.symbols:
+            return
+        path, parts = _symbol_parts(symbol)
+        self.symbols[symbol] = path
+        name = _lookup_name(parts)
+        if name is None:
+            return
+        self._by_name.setdefault(name, []).append(symbol)
+        if name in self.test_refs:
+            self._mark_symbol(symbol)
+
+    def _add_ref(self, ref: str) -> None:
+        if ref in self.test_refs:
+            return
+        self.test_refs.add(ref)
+        for symbol in self._by_name.get(ref, ()):
+            self._mark_symbol(symbol)
+        for prod in self._stems.get(ref, ()):
+            self._mark_file(prod)
+
+    def _mark_symbol(self, symbol: str) -> None:
+        if symbol in self.exercised_symbols:
+            return
+        self.exercised_symbols.add(symbol)
+        path = self.symbols.get(symbol)
+        if path is not None:
+            self._symbol_paths.add(path)
+            self._mark_file(path)
+
+    def _mark_file(self, path: str) -> None:
+        agg = self.files.get(path)
+        if agg is None or agg.path_class != "production" or path in self.exercised:
+            return
+        self.exercised.add(path)
+        self.exercised_lines += agg.lines
+
     # ----------------------------------------------------------------- views
 
     def lines(self, path_class: str | None = None) -> int:
-        return sum(a.lines for a in self.files.values() if path_class is None or a.path_class == path_class)
+        if path_class is None:
+            return sum(self._lines.values())
+        return self._lines.get(path_class, 0)
 
     @property
     def code_lines(self) -> int:
         return self.lines()
-
-    @property
-    def insertions(self) -> int:
-        return sum(a.insertions for a in self.files.values())
-
-    @property
-    def deletions(self) -> int:
-        return sum(a.deletions for a in self.files.values())
 
     def paths(self, path_class: str) -> list[str]:
         return sorted(p for p, a in self.files.items() if a.path_class == path_class)
@@ -181,48 +269,27 @@ class CodeTally:
 
         A dunder method stands for its class: a test exercises `Model.__init__` by building a `Model`.
         """
-        _, parts = _symbol_parts(symbol)
-        if not parts:
-            return False
-        name = parts[-1]
-        if name.startswith("__") and name.endswith("__") and len(parts) > 1:
-            name = parts[-2]
-        return name in self.test_refs
+        name = _lookup_name(_symbol_parts(symbol)[1])
+        return name is not None and name in self.test_refs
 
     def exercised_files(self) -> set[str]:
         """Production files the changed tests exercise: by module name, symbol, or test file name."""
-        named: set[str] = set()
-        for test_path in self.paths("test"):
-            named |= _test_file_targets(test_path)
-        out: set[str] = set()
-        for path in self.paths("production"):
-            stem = module_stem(path)
-            if stem in self.test_refs or stem in named:
-                out.add(path)
-        for symbol, path in self.symbols.items():
-            if path is not None and path in self.files and self.symbol_exercised(symbol):
-                out.add(path)
-        return out
+        return set(self.exercised)
 
     def exercised_line_share(self) -> float:
         """Share of changed production lines in files that changed tests exercise."""
         prod = self.lines("production")
-        if prod == 0:
-            return 0.0
-        exercised = self.exercised_files()
-        return sum(self.files[p].lines for p in exercised) / prod
+        return self.exercised_lines / prod if prod else 0.0
 
     def exercised_symbol_share(self) -> tuple[float, int, int]:
         """(share, exercised, total) of changed production symbols; files when no symbols are known."""
-        prod_symbols = [s for s, p in self.symbols.items() if p is None or self.files.get(p, FileAgg("production")).path_class == "production"]
-        if prod_symbols:
-            hit = sum(1 for s in prod_symbols if self.symbol_exercised(s))
-            return hit / len(prod_symbols), hit, len(prod_symbols)
-        files = self.paths("production")
+        if self.symbols:
+            hit = len(self.exercised_symbols)
+            return hit / len(self.symbols), hit, len(self.symbols)
+        files = self._files_of.get("production", 0)
         if not files:
             return 0.0, 0, 0
-        hit = len(self.exercised_files())
-        return self.exercised_line_share(), hit, len(files)
+        return self.exercised_line_share(), len(self.exercised), files
 
     def outcome(self) -> tuple[str, int, int]:
         """The turn's reported test outcome: (status, passed, failed) of the last informative report."""
@@ -454,7 +521,7 @@ PENALTY_BULKY = 10
 SEM_INCOMPLETE_CAP = 40
 
 
-def semantic_score(t: CodeTally, f: TurnFacts, previous: CodeTally | None, min_code_lines: int, previous_label: str = "the previous iteration") -> _Ledger:
+def semantic_score(t: CodeTally, f: TurnFacts, min_code_lines: int, previous_label: str = "the previous iteration") -> _Ledger:
     """Whether the change is correct, complete and verified, from the diff hunks' evidence."""
     s = _Ledger("semantic")
     code = t.code_lines
@@ -511,11 +578,10 @@ def semantic_score(t: CodeTally, f: TurnFacts, previous: CodeTally | None, min_c
         s.add(-min(3 * PENALTY_WEAKENED, PENALTY_WEAKENED * t.test_weakening * weight),
               f"tests weakened {t.test_weakening}x (asserts/tolerances/settings removed, skips added)"
               + ("" if prod else " while the code under them is untouched"))
-    if previous is not None and previous.added_hashes and t.removed_hashes:
-        undone = len(previous.added_hashes & t.removed_hashes)
-        share_undone = undone / len(previous.added_hashes)
-        if undone >= 3 and share_undone >= 0.2:
-            s.add(-PENALTY_CHURN * min(1.0, share_undone * 2), f"churn: removes {undone} of {len(previous.added_hashes)} lines {previous_label} added")
+    if t.baseline and t.undone:
+        share_undone = t.undone / len(t.baseline)
+        if t.undone >= 3 and share_undone >= 0.2:
+            s.add(-PENALTY_CHURN * min(1.0, share_undone * 2), f"churn: removes {t.undone} of {len(t.baseline)} lines {previous_label} added")
     if t.reverts:
         s.add(-min(2 * PENALTY_REVERT, PENALTY_REVERT * len(t.reverts)), f"reverts: {', '.join(r[:10] for r in t.reverts[:3])}")
     if t.bulky:
@@ -541,11 +607,11 @@ def bucket_of(aggregate: int, settings: Settings) -> str:
     return "low"
 
 
-def score(t: CodeTally, f: TurnFacts, previous: CodeTally | None, settings: Settings, previous_label: str = "the previous iteration") -> Scores:
+def score(t: CodeTally, f: TurnFacts, settings: Settings, previous_label: str = "the previous iteration") -> Scores:
     """All three scores, the weighted aggregate, the overrides and the bucket."""
     summ = summary_score(t, f)
     code = code_diff_score(t)
-    sem = semantic_score(t, f, previous, settings.dwell.min_code_lines, previous_label)
+    sem = semantic_score(t, f, settings.dwell.min_code_lines, previous_label)
     w = settings.scores.weights
     s_sum, s_code, s_sem = summ.result(), code.result(), sem.result()
     aggregate = int(round(w["summary"] * s_sum + w["code_diff"] * s_code + w["semantic"] * s_sem))

@@ -4,13 +4,16 @@ hubs, git state), compared with the simulator's ground truth."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("monitor.simulator", reason="the loop simulator has not landed yet")
 
 from monitor.config import Settings  # noqa: E402
+from monitor.simulator import SimulatorError  # noqa: E402
 from monitor.scorer import Scorer  # noqa: E402
 from monitor.scores import bucket_of  # noqa: E402
 from scorer_loop import WatchedLoop  # noqa: E402
@@ -48,11 +51,24 @@ SEED_TURNS: list[tuple[int, str, dict]] = [
 ]
 
 
-def play(loop: WatchedLoop, focus: str, **engineer: object) -> None:
+_CANNOT_DELETE = re.compile(r"cannot delete \d+ lines from (\S+): only (\d+) removable")
+
+
+def play(loop: WatchedLoop, focus: str, **engineer: Any) -> None:
+    """One iteration; deletions shrink to what the simulator can remove without breaking the code."""
     if loop.sim._stuck or loop.sim.git.active_states():
         loop.recover()
     loop.supervisor(focus=focus)
-    loop.engineer(focus=focus, **engineer)
+    deletions = dict(engineer.pop("deletions", {}))
+    while True:
+        try:
+            loop.engineer(focus=focus, deletions=deletions, **engineer)
+            return
+        except SimulatorError as err:  # nothing is written before the turn's code is planned
+            match = _CANNOT_DELETE.search(str(err))
+            if match is None or match.group(1) not in deletions:
+                raise
+            deletions[match.group(1)] = int(match.group(2))
 
 
 def test_the_seed_replica_in_a_simulated_repo_lands_in_the_audits_buckets(tmp_path: Path) -> None:

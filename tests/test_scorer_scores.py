@@ -136,7 +136,7 @@ def test_the_code_diff_score_ignores_bookkeeping_paths() -> None:
     tally.add(c, lambda path, size: False)
     assert tally.code_lines == 0 and tally.any_files == 6
     assert code_diff_score(tally).result() == 0
-    assert semantic_score(tally, TurnFacts(), None, 5).result() <= 10
+    assert semantic_score(tally, TurnFacts(), 5).result() <= 10
 
 
 def test_exercised_files_are_found_by_test_file_name_when_the_evidence_has_no_references() -> None:
