@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -38,6 +39,36 @@ _MAX_BLOBS_PER_COMMIT = 2000
 _BATCH = 64
 # ...unless their diffs already hold this many hunk lines.
 _BATCH_LINES = 200_000
+
+
+@dataclass
+class _Fetched:
+    sizes: dict[str, int | None] = field(default_factory=dict)
+    blobs: dict[str, bytes | None] = field(default_factory=dict)
+    problem: str | None = None
+
+
+class _Prefetch:
+    """`CommitBuilder.fetch` on a thread: git reads the next batch's blobs while this one is built."""
+
+    def __init__(self, builder: "CommitBuilder", raws: list[RawCommit]) -> None:
+        self._result: _Fetched | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(builder, raws), name="loopmon-blobs", daemon=True)
+        self._thread.start()
+
+    def _run(self, builder: "CommitBuilder", raws: list[RawCommit]) -> None:
+        try:
+            self._result = builder.fetch(raws)
+        except BaseException as exc:  # handed to the caller's thread
+            self._error = exc
+
+    def result(self) -> _Fetched:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 class CommitBuilder:
@@ -64,36 +95,60 @@ class CommitBuilder:
         self, raws: list[RawCommit], *, backfill: bool = False, refs: Mapping[str, list[str]] | None = None
     ) -> list[tuple[Commit, list[Warning]]]:
         """Commit events for several commits, their blob sizes and contents asked of git in one go each."""
-        refs = refs or {}
-        warnings: dict[str, list[Warning]] = {raw.sha: [] for raw in raws}
+        return self.assemble(raws, self.fetch(raws), backfill=backfill, refs=refs)
+
+    def fetch(self, raws: list[RawCommit]) -> "_Fetched":
+        """What git must still tell about these commits: blob sizes, and the Python blobs to outline.
+
+        Only git I/O: safe to run on a thread while other commits are assembled."""
+        fetched = _Fetched()
         try:
-            sizes = self.objects.sizes([f.new_oid for raw in raws for f in raw.files if f.new_oid and not f.unknown])
+            fetched.sizes = self.objects.sizes(
+                [f.new_oid for raw in raws for f in raw.files if f.new_oid and not f.unknown]
+            )
         except GitError as exc:
-            sizes = {}
-            for raw in raws:
-                warnings[raw.sha].append(Warning(code="git_objects", message=f"blob sizes of {raw.sha[:12]} not read: {exc}"))
-        staged = [self._stage(raw, sizes) for raw in raws]
-        wanted = [
-            c.diff.new_oid
-            for _files, changed in staged
-            for c in changed[:_MAX_BLOBS_PER_COMMIT]
-            if c.diff.new_oid
-            and self.extractor.wants_blob(c)
-            and (sizes.get(c.diff.new_oid) or 0) <= self.extractor.ast_max_bytes
-        ]
-        blobs: dict[str, bytes | None] = {}
+            fetched.problem = f"blob sizes not read: {exc}"
+        cap = self.extractor.ast_max_bytes
+        wanted: list[str] = []
+        for raw in raws:
+            taken = 0
+            for diff in raw.files:
+                oid = diff.new_oid
+                if oid is None or (fetched.sizes.get(oid) or 0) > cap or taken >= _MAX_BLOBS_PER_COMMIT:
+                    continue
+                path = diff.path.decode("utf-8", "replace")
+                path_class = self.classifier.classify(path)
+                if path_class in CODE_CLASSES and self.extractor.wants_blob(ChangedFile(path, path_class, diff)):
+                    wanted.append(oid)
+                    taken += 1
         if wanted:
             try:
-                blobs = self.objects.contents(wanted)
-            except GitError:
-                blobs = {}
+                fetched.blobs = self.objects.contents(wanted)
+            except GitError as exc:
+                fetched.problem = f"blobs not read: {exc}"
+        return fetched
+
+    def assemble(
+        self,
+        raws: list[RawCommit],
+        fetched: "_Fetched",
+        *,
+        backfill: bool = False,
+        refs: Mapping[str, list[str]] | None = None,
+    ) -> list[tuple[Commit, list[Warning]]]:
+        """The commit events, from the commits and what `fetch` got for them."""
+        refs = refs or {}
         out: list[tuple[Commit, list[Warning]]] = []
-        for raw, (files, changed) in zip(raws, staged):
+        for raw in raws:
+            files, changed = self._stage(raw, fetched.sizes)
             for c in changed:
                 if c.diff.new_oid:
-                    c.blob = blobs.get(c.diff.new_oid)
-            commit = self._finish(raw, files, changed, sizes, backfill, refs.get(raw.sha) or [])
-            out.append((commit, warnings[raw.sha] + self._problems(raw, files)))
+                    c.blob = fetched.blobs.get(c.diff.new_oid)
+            commit = self._finish(raw, files, changed, fetched.sizes, backfill, refs.get(raw.sha) or [])
+            warnings = self._problems(raw, files)
+            if fetched.problem:
+                warnings.append(Warning(code="git_objects", message=f"commit {raw.sha[:12]}: {fetched.problem}"))
+            out.append((commit, warnings))
         return out
 
     def _stage(self, raw: RawCommit, sizes: dict[str, int | None]) -> tuple[list[FileStat], list[ChangedFile]]:
@@ -201,9 +256,9 @@ def _emit_commits(
     step = max(1, total // 200)
     state = {"done": 0, "count": 0}
 
-    def flush(batch: list[RawCommit | Unreadable]) -> None:
+    def flush(batch: list[RawCommit | Unreadable], fetching: _Prefetch | None) -> None:
         raws = [item for item in batch if isinstance(item, RawCommit)]
-        built = iter(builder.build_many(raws, backfill=backfill, refs=refs)) if raws else iter(())
+        built = iter(builder.assemble(raws, fetching.result(), backfill=backfill, refs=refs)) if fetching else iter(())
         for item in batch:
             if isinstance(item, Unreadable):
                 emit(_unreadable_warning(item), None)
@@ -219,6 +274,18 @@ def _emit_commits(
             if progress is not None and (state["done"] % step == 0 or state["done"] == total):
                 progress(state["done"], total)
 
+    # A pipeline: while batch k is assembled here, git reads batch k+1's blobs on a
+    # thread and streams the commits after it through the log reader's pump.
+    waiting: tuple[list[RawCommit | Unreadable], _Prefetch | None] | None = None
+
+    def hand_over(batch: list[RawCommit | Unreadable]) -> None:
+        nonlocal waiting
+        raws = [item for item in batch if isinstance(item, RawCommit)]
+        fetching = _Prefetch(builder, raws) if raws else None
+        if waiting is not None:
+            flush(*waiting)
+        waiting = (batch, fetching)
+
     batch: list[RawCommit | Unreadable] = []
     lines = 0
     for item in reader.read(shas):
@@ -226,10 +293,12 @@ def _emit_commits(
         if isinstance(item, RawCommit):
             lines += sum(len(h.added) + len(h.removed) for f in item.files for h in f.hunks)
         if len(batch) >= _BATCH or lines >= _BATCH_LINES:
-            flush(batch)
+            hand_over(batch)
             batch, lines = [], 0
     if batch:
-        flush(batch)
+        hand_over(batch)
+    if waiting is not None:
+        flush(*waiting)
     return state["count"]
 
 

@@ -225,6 +225,8 @@ class Scope:
     kind: str  # "def" or "class"
     name: str
     qualname: str = ""
+    offset: int = 0  # in PythonView.text, of the newline before the def/class line
+    end: int = -1  # its last line (a huge number when it runs past the text read); -1: not yet known
 
 
 class PythonView:
@@ -236,12 +238,16 @@ class PythonView:
     every changed blob with `ast` would take longer than git takes for the whole diff.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, upto: int | None = None) -> None:
+        """`upto`: the last line that will be asked about; nothing after it is read."""
+        if upto is not None and upto >= 0:
+            head = source.split("\n", upto + 1)
+            if len(head) > upto + 1:
+                source = source[: sum(map(len, head[: upto + 1])) + upto + 1]
         masked = _mask_triple_quoted(source)
         self.text = "\n" + masked
         self.lines = masked.split("\n")
         self.scopes: list[Scope] = []
-        self._scope_offsets: list[int] = []  # offset in self.text of the newline before each scope line
         decorators: dict[int, int] = {}  # indent -> first line of a decorator run
         line, last = 0, 0
         count = self.text.count
@@ -257,8 +263,7 @@ class PythonView:
             start = decorators.pop(indent, line)
             if decorators:
                 decorators.clear()
-            self.scopes.append(Scope(line, start, indent, kind, name))
-            self._scope_offsets.append(at)
+            self.scopes.append(Scope(line, start, indent, kind, name, offset=at))
         self.scope_lines = [s.line for s in self.scopes]
         self.scope_starts = [s.start for s in self.scopes]
 
@@ -266,13 +271,6 @@ class PythonView:
         """The scope's decorators and def/class line."""
         return "\n".join(self.lines[scope.start - 1 : scope.line])
 
-    def _offset(self, line: int) -> int:
-        """Offset in self.text of the newline that starts `line`, counted on from the nearest scope."""
-        line = min(max(line, 1), len(self.lines))
-        index = bisect.bisect_right(self.scope_lines, line) - 1
-        base_line, base = (self.scope_lines[index], self._scope_offsets[index]) if index >= 0 else (1, 0)
-        lines = self.lines[base_line - 1 : line - 1]
-        return base + sum(map(len, lines)) + len(lines)
 
     def _indent_at(self, line: int) -> int:
         """The indent of `line`; for a blank line, that of the code above it (inside, if that opens a block)."""
@@ -288,13 +286,16 @@ class PythonView:
             number -= 1
         return 0
 
-    def _encloses(self, scope: Scope, line: int) -> bool:
-        """No code line between the scope's header and `line` is back at the scope's indent."""
-        begin = self._offset(scope.line + 1)
-        end = self._offset(line)
-        if end <= begin:
-            return True
-        return _closer(scope.indent).search(self.text, begin, end) is None
+    def _end(self, scope: Scope) -> int:
+        """The scope's last line: the one before the first later code line back at its indent."""
+        if scope.end < 0:
+            header_end = self.text.find("\n", scope.offset + 1)
+            match = _closer(scope.indent).search(self.text, header_end) if header_end >= 0 else None
+            if match is None:
+                scope.end = 1 << 60
+            else:
+                scope.end = scope.line + self.text.count("\n", scope.offset + 1, match.start() + 1) - 1
+        return scope.end
 
     def chain(self, line: int) -> list[Scope]:
         """The defs and classes holding `line`, outermost first."""
@@ -307,7 +308,7 @@ class PythonView:
         for scope in reversed(self.scopes[:index]):
             if current == 0:
                 break
-            if scope.indent < current and self._encloses(scope, line):
+            if scope.indent < current and line <= self._end(scope):
                 found.append(scope)
                 current = scope.indent
         found.reverse()
@@ -595,7 +596,8 @@ class EvidenceExtractor:
     def _view(self, changed: ChangedFile, language: str | None) -> PythonView | None:
         if language != "python" or changed.blob is None or len(changed.blob) > self.ast_max_bytes:
             return None
-        return PythonView(changed.blob.decode("utf-8", "replace"))
+        last = max((h.new_start + h.new_count for h in changed.diff.hunks), default=0)
+        return PythonView(changed.blob.decode("utf-8", "replace"), upto=last + 1)
 
     @staticmethod
     def _hunk_scopes(
