@@ -30,6 +30,7 @@ import sqlite_utils
 
 from monitor.config import StoreSettings
 from monitor.events import Alert, Envelope, Warning, digest
+from sinks.store_facts import Restatements
 from sinks.store_schema import StoreError, migrate
 
 # Payload kinds the scorer produces: not input to a rebuilt scorer.
@@ -39,7 +40,7 @@ SCORER_SOURCE = "scorer"
 _STATE_KINDS = frozenset({"iteration_scored", "dwell_changed"})
 # Derived tables, in the order a batch writes them (repos first for the foreign keys).
 TABLES = ("repos", "events", "streams", "commits", "commit_files", "iterations", "dwell", "alerts",
-          "ledger_items", "ledger_changes", "hubs", "briefs")
+          "ledger_items", "ledger_changes", "hubs", "briefs", "facts")
 _IN_CHUNK = 500  # stays under SQLite's host-parameter limit
 
 
@@ -505,10 +506,13 @@ class SqliteSink:
             event_rows = []
             ops: list[tuple[str, str, tuple]] = []
             new_counts: dict[tuple[str, str, str], int] = {}
+            restatements = Restatements(conn)
             for key, env in keyed:
                 new = key not in stored
                 if new:
                     stored.add(key)  # a duplicate inside the batch is not new either
+                    new = not restatements.restates(env)
+                if new:
                     event_rows.append((key, env.repo, env.source, env.stream, env.seq, env.kind,
                                        iso(env.time), iso(env.observed), env.model_dump_json()))
                     sk = (env.repo, env.source, env.stream)
@@ -522,6 +526,7 @@ class SqliteSink:
             conn.executemany(_REPO_SQL, [(r, iso(t), iso(t)) for r, t in last_seen.items()])
             conn.executemany(_EVENT_SQL, event_rows)
             conn.executemany(_STREAM_SQL, stream_rows(batch, new_counts))
+            restatements.flush()
             run_ops(conn, ops)
 
     def close(self) -> None:

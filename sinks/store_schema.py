@@ -183,6 +183,12 @@ CREATE TABLE briefs (
 );
 CREATE INDEX idx_briefs_time ON briefs (repo, time);
 CREATE INDEX idx_briefs_focus ON briefs (repo, focus);
+CREATE TABLE facts (
+    repo TEXT NOT NULL REFERENCES repos(id) {_FK},
+    entity TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (repo, entity)
+) WITHOUT ROWID;
 ALTER TABLE iterations ADD COLUMN override TEXT;
 ALTER TABLE iterations ADD COLUMN evidence TEXT;
 CREATE INDEX idx_iterations_aggregate ON iterations (repo, aggregate);
@@ -224,7 +230,7 @@ WHERE last.n = 1 AND last.repo = iterations.repo AND last.idx = iterations.idx;
 
 
 def migrate_to_2(db: sqlite_utils.Database) -> None:
-    """Streams instead of stored heartbeats, hubs and briefs, full-text search.
+    """Streams instead of stored heartbeats, hubs and briefs, restatement facts, full-text search.
 
     The new tables are filled from the stored events, so an upgraded database looks
     as if this version had written it from the start.

@@ -10,14 +10,26 @@ import sqlite_utils
 
 from monitor.events import (
     Alert,
+    BatonChanged,
     BriefUpdated,
     DwellChanged,
     Envelope,
     FileChanged,
     FileStat,
+    FocusChanged,
+    GitStateChanged,
     Heartbeat,
     HubOpened,
+    HubUpdated,
     IterationScored,
+    LedgerAttempt,
+    LedgerAttemptAdded,
+    LedgerItem,
+    LedgerItemAdded,
+    LedgerRead,
+    LedgerStatusChanged,
+    MemoryEntry,
+    PromptChanged,
 )
 from sinks.sqlite import TABLES, SqliteSink, event_key
 from sinks.store_schema import SCHEMA_V1, STORE_SCHEMA_VERSION, StoreError, StoreVersionError
@@ -114,6 +126,71 @@ def test_replaying_the_same_history_leaves_the_same_row_counts(db_path):
     assert sink.counts() == first
     (item,) = rows(db_path, "ledger_items")
     assert item["attempts"] == 2  # an attempt replayed is not a new attempt
+
+
+def restarted(history: list[Envelope], stream: str) -> list[Envelope]:
+    """What collectors started again report: the same payloads under a new stream, numbered afresh."""
+    return [e.model_copy(update={"stream": stream, "seq": i}) for i, e in enumerate(history, 1)]
+
+
+def collector_scan(item: LedgerItem, stream: str) -> list[Envelope]:
+    """What the loop-file collectors report when they start: the state they read."""
+    hub = "plans/active/STUDY-001/reports/2025-11-13T150000Z"
+    return [env(p, stream=stream) for p in (
+        BatonChanged(iteration=303, expected_actor="ralph", status="running-ralph", last_update=T0),
+        BriefUpdated(focus="STUDY-001", mode="Code", digest="b1"),
+        LedgerItemAdded(path="docs/fix_plan.md", item=item),
+        FocusChanged(path="docs/fix_plan.md", old=[], new=["STUDY-001"]),
+        LedgerRead(path="docs/fix_plan.md", chars=1200, items=1),
+        HubOpened(path=hub, initiative="STUDY-001", stamp="2025-11-13T150000Z"),
+        HubUpdated(path=hub, initiative="STUDY-001", files=3, bytes=4096),
+        MemoryEntry(heading="2025-11-13T15:00", focus="STUDY-001", dwell=0),
+        PromptChanged(path="prompts/main.md", digest="p1"),
+        GitStateChanged(state="rebase-merge", active=True),
+    )]
+
+
+def test_state_reported_again_by_restarted_collectors_adds_no_rows(db_path):
+    item = LedgerItem(id="STUDY-001", title="Oversampling guardrails", status="in_progress")
+    sink = SqliteSink(db_path)
+    sink.write(collector_scan(item, "run1"))
+    sink.write([env(LedgerStatusChanged(path="docs/fix_plan.md", item_id="STUDY-001", old="in_progress", new="done"),
+                    stream="run1"),
+                env(LedgerAttemptAdded(path="docs/fix_plan.md", item_id="STUDY-001",
+                                       attempt=LedgerAttempt(number=1, result="success")), stream="run1")])
+    before = sink.counts()
+    now = item.model_copy(update={"status": "done", "attempts": [LedgerAttempt(number=1, result="success")]})
+    sink.write(collector_scan(now, "run2"))
+    scan = collector_scan(now, "run3")
+    sink.write(scan[:4])
+    sink.write(scan[4:])
+    after = sink.counts()
+    assert {t: n for t, n in after.items() if t != "streams"} == {t: n for t, n in before.items() if t != "streams"}
+    assert after["streams"] == before["streams"] + 2  # each run's position is kept for resuming it
+    (prompt,) = [e for e in sink.input_events() if e.kind == "prompt_changed"]
+    assert prompt.stream == "run1"
+
+
+def test_a_ledger_item_restated_with_its_current_status_is_not_added_again(db_path):
+    item = LedgerItem(id="A-1", title="t", status="pending")
+    sink = SqliteSink(db_path)
+    sink.write([env(LedgerItemAdded(path="docs/fix_plan.md", item=item), stream="run1"),
+                env(LedgerStatusChanged(path="docs/fix_plan.md", item_id="A-1", old="pending", new="done"), stream="run1")])
+    done = item.model_copy(update={"status": "done"})
+    sink.write([env(LedgerItemAdded(path="docs/fix_plan.md", item=done), stream="run2")])
+    assert [c["change"] for c in rows(db_path, "ledger_changes")] == ["added", "status_changed"]
+    sink.write([env(LedgerItemAdded(path="docs/fix_plan.md", item=item), stream="run3")])  # a real change back
+    assert [c["change"] for c in rows(db_path, "ledger_changes")] == ["added", "status_changed", "added"]
+    assert rows(db_path, "ledger_items")[0]["status"] == "pending"
+
+
+def test_a_change_back_to_an_earlier_state_is_a_change(db_path):
+    a, b = BriefUpdated(focus="A-1", digest="a"), BriefUpdated(focus="B-2", digest="b")
+    sink = SqliteSink(db_path)
+    sink.write([env(a), env(b)])
+    sink.write([env(a)])
+    sink.write([env(a, stream="restart")])
+    assert [r["focus"] for r in rows(db_path, "briefs")] == ["A-1", "B-2", "A-1"]
 
 
 def test_a_duplicate_inside_one_batch_is_stored_once(db_path):
