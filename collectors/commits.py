@@ -144,7 +144,7 @@ class CommitBuilder:
             for c in changed:
                 if c.diff.new_oid:
                     c.blob = fetched.blobs.get(c.diff.new_oid)
-            commit = self._finish(raw, files, changed, fetched.sizes, backfill, refs.get(raw.sha) or [])
+            commit = self._finish(raw, files, changed, backfill, refs.get(raw.sha) or [])
             warnings = self._problems(raw, files)
             if fetched.problem:
                 warnings.append(Warning(code="git_objects", message=f"commit {raw.sha[:12]}: {fetched.problem}"))
@@ -179,15 +179,12 @@ class CommitBuilder:
         raw: RawCommit,
         files: list[FileStat],
         changed: list[ChangedFile],
-        sizes: dict[str, int | None],
         backfill: bool,
         refs: list[str],
     ) -> Commit:
         message, message_bytes = decode_text(raw.message)
         info = self.parser.parse(message)
-        evidence = self.extractor.extract(
-            changed, message=message, truncated=raw.truncated or len(changed) > _MAX_BLOBS_PER_COMMIT, sizes=sizes
-        )
+        evidence = self.extractor.extract(changed, message=message, truncated=raw.truncated)
         for c in changed:
             c.blob = None  # blobs can be large: keep none past their commit
         return Commit(
@@ -302,10 +299,8 @@ def _emit_commits(
     return state["count"]
 
 
-def _reader(root: Path, settings: Settings, builder: CommitBuilder, objects: ObjectReader) -> LogReader:
-    return LogReader(
-        root, want_hunks=builder.want_hunks, patch_lines_cap=settings.commits.patch_lines_cap, objects=objects
-    )
+def _reader(root: Path, settings: Settings, builder: CommitBuilder) -> LogReader:
+    return LogReader(root, want_hunks=builder.want_hunks, patch_lines_cap=settings.commits.patch_lines_cap)
 
 
 def backfill(
@@ -337,7 +332,7 @@ def backfill(
     try:
         builder = CommitBuilder(settings, objects)
         return _emit_commits(
-            _reader(root, settings, builder, objects),
+            _reader(root, settings, builder),
             builder,
             shas,
             emit,
@@ -359,7 +354,7 @@ class CommitCollector(Collector):
         self._lock = threading.RLock()
         self._objects = ObjectReader(self.root)
         self._builder = CommitBuilder(settings, self._objects)
-        self._reader = _reader(self.root, settings, self._builder, self._objects)
+        self._reader = _reader(self.root, settings, self._builder)
         self._head_file = git_dir(self.root) / "HEAD"
         self._tips: dict[str, str] | None = None
         self._last_error: str | None = None

@@ -365,17 +365,6 @@ class ChangedFile:
     blob: bytes | None = None  # the new blob, when fetched
 
 
-def changed_lines(hunks: Sequence[Hunk]) -> list[int]:
-    """New-side line numbers of each hunk's added lines; a pure deletion counts where it happened."""
-    out: list[int] = []
-    for hunk in hunks:
-        if hunk.new_count:
-            out.extend(range(hunk.new_start, hunk.new_start + hunk.new_count))
-        else:
-            out.append(max(1, hunk.new_start))
-    return out
-
-
 def added_line_numbers(hunk: Hunk) -> range:
     return range(hunk.new_start, hunk.new_start + hunk.new_count)
 
@@ -414,7 +403,7 @@ class _Capped:
         return list(self.items)
 
 
-def flags_in_line(line: str, path: str) -> list[str]:
+def flags_in_line(line: str) -> list[str]:
     """CLI flags a line declares: argparse `add_argument("--x")`, click options."""
     match = _ARGPARSE.search(line) or _CLICK.search(line)
     if match is None:
@@ -478,9 +467,7 @@ class EvidenceExtractor:
         *,
         message: str = "",
         truncated: bool = False,
-        sizes: dict[str, int | None] | None = None,
     ) -> DiffEvidence:
-        sizes = sizes or {}
         symbols = _Capped(_MAX_LIST)
         tests = _Capped(_MAX_LIST)
         references = _Capped(_MAX_LIST)
@@ -543,7 +530,7 @@ class EvidenceExtractor:
                 else:
                     production_added.extend(added)
                     for text in added:
-                        for flag in flags_in_line(text, changed.path):
+                        for flag in flags_in_line(text):
                             flags.add(flag)
                     if view is not None:
                         for name in self._new_fields(changed, hunk, added, view):

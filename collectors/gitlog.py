@@ -28,7 +28,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
-NULL_OID = "0" * 40
 _HEX = re.compile(rb"^[0-9a-f]{40,64}$")
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@ ?(.*)$")
 _INDEX = re.compile(rb"^index ([0-9a-f]+)\.\.([0-9a-f]+)")
@@ -371,13 +370,11 @@ class LogReader:
         want_hunks: Callable[[bytes], bool] = lambda path: True,
         patch_lines_cap: int = 20_000,
         renames: bool = True,
-        objects: "ObjectReader | None" = None,
     ) -> None:
         self.root = Path(root)
         self.want_hunks = want_hunks
         self.patch_lines_cap = patch_lines_cap
         self.renames = renames
-        self.objects = objects
         self._fmt = _Format()
 
     def _log_args(self, *, renames: bool, diff: bool = True) -> list[str]:
