@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 from loop_store import LoopStore, Turn
