@@ -17,7 +17,7 @@ import json
 import re
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,12 @@ class ReportData:
     git_events: list[dict[str, Any]]
     prompt_changes: list[PromptChange]  # inside the window
     prompt_before: PromptChange | None  # the latest one before the window
-    generated: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def as_of(self) -> datetime | None:
+        """The latest activity the store knows of: a report of the same store reads the same."""
+        times = [t for it in self.history for t in (it.ended_at, it.started_at) if t is not None]
+        return max(times) if times else None
 
     @property
     def labels(self) -> dict[int, str]:
@@ -340,7 +345,7 @@ def executive_summary(data: ReportData) -> list[str]:
         f"**Branch:** {md_code(data.branch) if data.branch else 'unknown'}  ",
         f"**Repository:** {md_code(data.repo)}  ",
         f"**Primary Focus:** {focus}  ",
-        f"**Source:** the loopmon store, {data.generated:%Y-%m-%d %H:%M} UTC"
+        "**Source:** the loopmon store" + (f", as of {data.as_of:%Y-%m-%d %H:%M} UTC" if data.as_of else "")
         + (f"; {len(provisional)} iteration(s) still provisional ({_labels(provisional)})" if provisional else ""),
         "",
         "**Aggregate Performance:**",
