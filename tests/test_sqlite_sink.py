@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 
 import pytest
 import sqlite_utils
@@ -506,3 +507,94 @@ def test_a_file_that_is_not_sqlite_is_refused(db_path):
     db_path.write_bytes(b"this is a text file, not a database" * 100)
     with pytest.raises(StoreError, match="cannot be opened"):
         SqliteSink(db_path)
+
+
+# --------------------------------------------------------------------------- a simulated loop
+
+
+def observe(root, settings, run: str, scan_time) -> list[Envelope]:
+    """Backfill the commits and scan the loop files as a collector run would, then score, in-process.
+
+    Events a collector stamps "now" get `scan_time`, so that two runs over the same repo
+    report the same facts.
+    """
+    from collectors.commits import backfill
+    from monitor.runtime import default_collector_classes
+    from monitor.scorer import Scorer
+
+    collected: list[Envelope] = []
+    seqs: dict[str, int] = {}
+
+    def emitter(source: str):
+        stream = f"{run}-{source}"
+
+        def emit(payload, when) -> None:
+            seqs[stream] = seqs.get(stream, 0) + 1
+            collected.append(Envelope(repo="sim", source=source, stream=stream, seq=seqs[stream],
+                                      time=when or scan_time, payload=payload))
+        return emit
+
+    backfill(root, settings, emitter("backfill"))
+    for cls in default_collector_classes():
+        if cls.name not in ("commits", "files"):  # commits came from the backfill; files report only changes
+            collector = cls(root, settings, emitter(cls.name))
+            collector.scan()
+            collector.close()
+    scorer, out = Scorer(settings), []
+    for e in collected:
+        out.append(e)
+        for payload in scorer.process(e):
+            out.append(Envelope(repo=e.repo, source="scorer", stream=f"{run}-scorer", seq=len(out), time=e.time,
+                                payload=payload))
+    return out
+
+
+def git_numstat_paths(root) -> set[tuple[str, str]]:
+    out = subprocess.run(["git", "-C", str(root), "log", "--all", "--no-renames", "--numstat", "--format=@%H"],
+                         capture_output=True, text=True, check=True).stdout
+    paths, sha = set(), None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            sha = line[1:]
+        elif line.strip():
+            paths.add((sha, line.split("\t", 2)[2]))
+    return paths
+
+
+def test_a_simulated_loop_backfilled_fills_every_table_and_a_second_run_adds_nothing(tmp_path):
+    from monitor.config import Settings
+    from monitor.simulator import LoopSimulator
+
+    root = tmp_path / "loop"
+    records = LoopSimulator(root, scenario="mixed", seed=2).run(8)
+    settings = Settings()
+    sink = SqliteSink(tmp_path / "loopmon.db")
+    first = observe(root, settings, "run1", T0)
+    for i in range(0, len(first), 40):
+        sink.write(first[i : i + 40])
+    counts = sink.counts()
+    assert all(counts[t] > 0 for t in TABLES), counts
+
+    db = sqlite_utils.Database(tmp_path / "loopmon.db")
+    all_shas = subprocess.run(["git", "-C", str(root), "rev-list", "--all"], capture_output=True, text=True,
+                              check=True).stdout.split()
+    assert {r["sha"] for r in db["commits"].rows} == set(all_shas)
+    assert {(r["sha"], r["path"]) for r in db["commit_files"].rows} == git_numstat_paths(root)
+    work = {sha for r in records for sha in r.work_shas}
+    assert work <= {r["sha"] for r in db["commits"].rows}
+    # Every commit an iteration names is a stored commit; the final iterations cover the engineer's work.
+    named = set()
+    for it in db["iterations"].rows:
+        named.update(json.loads(it["supervisor_commits"]) + json.loads(it["engineer_commits"])
+                     + json.loads(it["other_commits"]))
+    assert named <= set(all_shas)
+    assert {r.sha for r in records if r.role == "engineer" and r.sha} <= named
+    assert [r["focus"] for r in db["dwell"].rows if r["focus"] == "*"] == ["*"]
+    stored_kinds = {r["kind"] for r in db["events"].rows}
+    assert {"commit", "iteration_scored", "ledger_item_added", "brief_updated", "baton_changed"} <= stored_kinds
+    assert counts["events"] == len({event_key(e) for e in first if e.kind != "heartbeat"})
+
+    sink.write(observe(root, settings, "run2", T0))  # a restart: backfill again, collectors and scorer anew
+    again = sink.counts()
+    assert {t: n for t, n in again.items() if t != "streams"} == {t: n for t, n in counts.items() if t != "streams"}
+    sink.close()
