@@ -327,3 +327,29 @@ def test_every_view_answers_while_the_monitor_writes_bursts(tmp_path, capsys):
     assert seen == sorted(seen)  # each read saw a whole state, never one going backwards
     assert written
     s.close()
+
+
+VIEWS = [  # a view, and a column whose every value the table shows as JSON has it
+    (["iterations"], "index"), (["dwell"], "focus"), (["alerts"], "kind"), (["ledger"], "item"),
+    (["hubs"], "files"), (["search", "rebase"], "source"),
+    (["sql", "SELECT idx, bucket, focus FROM iterations ORDER BY idx"], "bucket"),
+]
+
+
+@pytest.mark.parametrize("view, column", VIEWS, ids=lambda v: v[0] if isinstance(v, list) else v)
+def test_every_view_gives_the_same_rows_as_table_json_and_csv(store, capsys, monkeypatch, view, column):
+    monkeypatch.setenv("COLUMNS", "400")
+    as_json = query_json(capsys, store, *view)
+    assert as_json, "each view has rows in this store"
+    code, out, _ = run(capsys, "query", *view, "--db", str(store), "--csv")
+    assert code == 0
+    as_csv = list(csv.DictReader(io.StringIO(out)))
+    assert [list(r) for r in as_csv[:1]] == [list(as_json[0])]  # same columns, same order
+    assert [list(r.values()) for r in as_csv] == [
+        ["" if v is None else json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict))
+         else str(int(v)) if isinstance(v, bool) else str(v) for v in r.values()] for r in as_json]
+    code, out, _ = run(capsys, "query", *view, "--db", str(store))
+    assert code == 0
+    cells = [c.strip() for line in out.splitlines() if line.startswith("│") for c in line.strip("│").split("│")]
+    for r in as_json:
+        assert str(r[column]) in cells
