@@ -171,8 +171,10 @@ def stall_reasons(conn: sqlite3.Connection, repo: str, settings: Settings, now: 
         "SELECT max(last_heartbeat) FROM streams WHERE repo = ? AND final = 0", (repo,)).fetchone()[0])
     if not reasons and heard is not None and now - heard < quiet:
         # The monitor is alive: silence from the loop itself is a fact, not a monitor outage.
-        last = parse_time(conn.execute(
-            "SELECT max(time) FROM events WHERE repo = ? AND source NOT IN ('scorer', 'bus')", (repo,)).fetchone()[0])
+        # Newest first along the (repo, time) index: stops at the first event from the loop.
+        row = conn.execute("SELECT time FROM events WHERE repo = ? AND source NOT IN ('scorer', 'bus') "
+                           "ORDER BY time DESC LIMIT 1", (repo,)).fetchone()
+        last = parse_time(row[0]) if row else None
         if last is not None and now - last > quiet:
             reasons.append(Reason("stalled", EXIT_STALLED,
                                   f"stalled: nothing from the loop for {_age(now - last)} while its baton says "
