@@ -163,7 +163,7 @@ def blockers(state: RepoState) -> list[Text]:
         found.append(line(("git ", "bold red"), literal(st, "bold red"), (" in progress", "red"),
                           literal(f": {g.detail}" if g.detail else "")))
     since = state.last_code.time if state.last_code else None
-    for when, a in state.alerts:
+    for when, a in state.alerts_newest_first():
         if a.severity in BLOCKING_SEVERITIES and (since is None or when is None or when >= since):
             found.append(line(literal(a.alert, SEVERITY_STYLE.get(a.severity, "")), ": ", literal(a.message)))
             break
@@ -201,7 +201,7 @@ def stop_reasons(state: RepoState, now: datetime) -> list[Text]:
     for d in gate:
         reasons.append(line(("gate: dwell tier 3 on ", "red"), literal("global" if d.focus == "*" else d.focus, "bold"),
                             (f" ({d.value} iterations without code)", "")))
-    for when, a in state.alerts:
+    for when, a in state.alerts_newest_first():
         if a.alert in STALL_ALERTS and (state.last_code is None or state.last_code.time is None
                                         or when is None or when >= state.last_code.time):
             reasons.append(line(literal(a.alert, "yellow"), ": ", literal(a.message)))
@@ -306,8 +306,8 @@ def open_iteration(state: RepoState, reasons: int = 2) -> Text:
     it = state.open_iteration
     if it is None:
         return Text("no open iteration", style="grey50", end="")
-    number = f"iteration {it.number}" if it.number is not None else "iteration"
-    out = line(("open ", "bold"), (f"{number} (#{it.index}) ", ""), ("provisional ", "grey50"),
+    number = f"iteration {it.number} (#{it.index})" if it.number is not None else f"iteration #{it.index}"
+    out = line(("open ", "bold"), (f"{number} ", ""), ("provisional ", "grey50"),
                (f"{it.aggregate} {it.bucket}", BUCKET_STYLE.get(it.bucket, "")),
                (f"  summary {it.summary}  code {it.code_diff}  semantic {it.semantic}", "grey50"))
     if it.focus:
@@ -361,7 +361,7 @@ def alerts_table(state: RepoState) -> RenderableType:
     table.add_column(no_wrap=True)
     table.add_column(no_wrap=True)
     table.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
-    for when, a in state.alerts:
+    for when, a in state.alerts_newest_first():
         table.add_row(_clock(when), Text(a.severity[:4], style=SEVERITY_STYLE.get(a.severity, "")),
                       literal(a.message))
     return table

@@ -87,6 +87,10 @@ class RepoState:
         provisional = [it for it in self.iterations.values() if it.provisional]
         return max(provisional, key=lambda it: it.index) if provisional else None
 
+    def alerts_newest_first(self) -> list[tuple[datetime, Alert]]:
+        """By the time each alert is about: a backfill raises old alerts late."""
+        return sorted(self.alerts, key=lambda pair: pair[0], reverse=True)
+
     def recent_iterations(self, n: int) -> list[IterationScored]:
         return [self.iterations[i] for i in sorted(self.iterations)[-n:]]
 
@@ -223,9 +227,9 @@ class ViewState:
             del s.iterations[min(s.iterations)]
         when = aware(it.ended_at or it.started_at)
         if it.code_lines > 0 and _later(when, s.last_code, ties=True):
-            number = f"iteration {it.number}" if it.number is not None else "iteration"
+            number = f"iteration {it.number} (#{it.index})" if it.number is not None else f"iteration #{it.index}"
             plural = "s" if it.files_touched != 1 else ""
-            s.last_code = CodeChange(when, f"{number} (#{it.index}): +{it.insertions}/-{it.deletions} in "
+            s.last_code = CodeChange(when, f"{number}: +{it.insertions}/-{it.deletions} in "
                                            f"{it.files_touched} file{plural}, scored {it.aggregate} {it.bucket}", it)
 
     def _on_dwell_changed(self, s: RepoState, env: Envelope, p) -> None:

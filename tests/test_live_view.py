@@ -24,7 +24,7 @@ from monitor.events import (
     LedgerItemAdded,
     Reason,
 )
-from sink_streams import T0, commit, env, loop_history, scored_iterations
+from sink_streams import T0, commit, env, loop_history, observe, scored_iterations
 from sinks.live import ROTATE_SECONDS, LiveView
 from sinks.sqlite import SqliteSink
 from sinks.store_schema import STORE_SCHEMA_VERSION, StoreError
@@ -335,3 +335,27 @@ def test_a_commit_event_from_a_backfill_does_not_hide_a_newer_change():
                        message="RALPH: newer", files=code))
     older = env(Commit(sha="8" * 40, authored_at=T0, committed_at=T0, message="RALPH: older", files=code, backfill=True))
     assert "RALPH: newer" in shown(view_of([newer, older])).split("Blocker")[0]
+
+
+def test_a_simulated_loop_shown_live_and_rebuilt_from_the_store(tmp_path):
+    from monitor.config import Settings
+    from monitor.simulator import LoopSimulator
+
+    root = tmp_path / "loop"
+    LoopSimulator(root, scenario="dwell", seed=1).run(6)
+    events = observe(root, Settings(), "run1", T0)
+    sink = SqliteSink(tmp_path / "loopmon.db")
+    sink.write(events)
+    sink.close()
+    now = max(e.time for e in events) + timedelta(minutes=5)
+    live = view_of(events, now=now)
+    text = shown(live)
+    lines = text.splitlines()
+    assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
+    state = live.state.repos["sim"]
+    assert state.baton is not None and f"iter {state.baton.iteration}" in lines[0]
+    assert len(state.iterations) >= 6 and "no iterations scored yet" not in text
+    assert "Blocker     dwell_tier: Dwell tier" in text
+    assert text.split("Dwell ─")[1].splitlines()[1].split()[0] == "global"
+    rebuilt = LiveView.from_store(tmp_path / "loopmon.db", console=console(), clock=lambda: now)
+    assert shown(rebuilt) == text

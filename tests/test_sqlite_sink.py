@@ -34,7 +34,7 @@ from monitor.events import (
 )
 from sinks.sqlite import TABLES, SqliteSink, event_key
 from sinks.store_schema import SCHEMA_V1, STORE_SCHEMA_VERSION, StoreError, StoreVersionError
-from sink_streams import T0, commit, env, loop_history
+from sink_streams import T0, commit, env, loop_history, observe
 
 
 def rows(db_path, table: str) -> list[dict]:
@@ -510,43 +510,6 @@ def test_a_file_that_is_not_sqlite_is_refused(db_path):
 
 
 # --------------------------------------------------------------------------- a simulated loop
-
-
-def observe(root, settings, run: str, scan_time) -> list[Envelope]:
-    """Backfill the commits and scan the loop files as a collector run would, then score, in-process.
-
-    Events a collector stamps "now" get `scan_time`, so that two runs over the same repo
-    report the same facts.
-    """
-    from collectors.commits import backfill
-    from monitor.runtime import default_collector_classes
-    from monitor.scorer import Scorer
-
-    collected: list[Envelope] = []
-    seqs: dict[str, int] = {}
-
-    def emitter(source: str):
-        stream = f"{run}-{source}"
-
-        def emit(payload, when) -> None:
-            seqs[stream] = seqs.get(stream, 0) + 1
-            collected.append(Envelope(repo="sim", source=source, stream=stream, seq=seqs[stream],
-                                      time=when or scan_time, payload=payload))
-        return emit
-
-    backfill(root, settings, emitter("backfill"))
-    for cls in default_collector_classes():
-        if cls.name not in ("commits", "files"):  # commits came from the backfill; files report only changes
-            collector = cls(root, settings, emitter(cls.name))
-            collector.scan()
-            collector.close()
-    scorer, out = Scorer(settings), []
-    for e in collected:
-        out.append(e)
-        for payload in scorer.process(e):
-            out.append(Envelope(repo=e.repo, source="scorer", stream=f"{run}-scorer", seq=len(out), time=e.time,
-                                payload=payload))
-    return out
 
 
 def git_numstat_paths(root) -> set[tuple[str, str]]:
