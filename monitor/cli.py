@@ -108,6 +108,8 @@ class Monitor:
         self.server = Server(
             endpoint, sinks, settings, context=context, scorer=_make_scorer(settings, self.store), on_error=_err, keys=keys
         )
+        # Events a restarted collector sends again are recognised as already stored.
+        self.server.receiver.resume(self.store.stream_positions())
 
     def start(self) -> "Monitor":
         self.server.start()
@@ -121,10 +123,7 @@ class Monitor:
             while not stop.wait(0.2):
                 pass
 
-    def close(self, positions: dict | None = None) -> None:
-        if positions:
-            if not self.server.wait_for(positions, timeout=30):
-                _err("some events were not written before shutdown (see warnings in the store)")
+    def close(self) -> None:
         self.server.stop()
 
 
@@ -151,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         monitor.wait(stop)
     finally:
         collectors.stop()
-        monitor.close(collectors.positions())
+        monitor.close()
         collectors.close()
     if not args.headless:
         print(f"loopmon: database at {db}")
@@ -186,6 +185,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     db = _db(args, None, settings)
+    if args.metrics:
+        from monitor.metrics import MetricsAddressError, parse_address
+
+        try:
+            parse_address(args.metrics)
+        except MetricsAddressError as err:
+            raise UsageError(str(err)) from None
     context = zmq.Context()
     try:
         monitor = Monitor(settings, db, args.bind, context, headless=args.headless, keys=_keys(args, "server")).start()
@@ -193,6 +199,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--bind: {err}") from None
     except zmq.ZMQError as err:
         raise UsageError(f"--bind {args.bind}: {err}") from None
+    metrics = None
+    if args.metrics:
+        from monitor.metrics import MetricsServer
+
+        try:
+            # Read from the store on each scrape, plus the receiver's counters: nothing on the hot path.
+            metrics = MetricsServer(args.metrics, db, settings, counters=monitor.server.receiver.counters)
+        except OSError as err:
+            monitor.close()
+            raise UsageError(f"--metrics {args.metrics}: {err}") from None
+        print(f"loopmon: metrics at {metrics.url}", file=sys.stderr, flush=True)
     stop = threading.Event()
     _stop_on_signals(stop)
     if args.duration:
@@ -201,6 +218,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         monitor.wait(stop)
     finally:
+        if metrics is not None:
+            metrics.close()
         monitor.close()
     return EXIT_OK
 
@@ -253,7 +272,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             count = backfill(repo, settings, publisher.publish, rev=args.rev, since=args.since, progress=advance)
     finally:
         publisher.heartbeat(final=True)
-        monitor.close({(publisher.repo, publisher.source, publisher.stream): publisher.seq})
+        if not publisher.flush(timeout=60):
+            _err(f"{publisher.pending} events were not confirmed stored before shutdown")
+        monitor.close()
         publisher.close()
     print(f"loopmon: {count} commits replayed into {db}")
     return EXIT_OK
@@ -312,7 +333,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stop.set()
         player.join(10)
         collectors.stop()
-        monitor.close(collectors.positions())
+        monitor.close()
         collectors.close()
     print(f"loopmon: demo repository at {repo}")
     print(f"loopmon: database at {db}  (try: loopmon run --repo {repo} --snapshot view.svg --db {db})")
@@ -331,6 +352,92 @@ def cmd_keys(args: argparse.Namespace) -> int:
     print(f"  collectors: copy {made['server_public'].name} and {made['collector_secret'].name} into a folder K, then")
     print("              loopmon collect --connect tcp://HOST:PORT --keys K")
     return EXIT_OK
+
+
+def _store_reader(args: argparse.Namespace) -> tuple[Any, str, Settings, Path | None]:
+    """(read-only connection, repo id, settings, the repo's folder when at hand) for commands that only read."""
+    from monitor.query import QueryError, open_readonly, resolve_repo_id
+    from monitor.runtime import repo_id_for
+
+    settings = _settings(args)
+    path = Path(args.repo or os.getcwd()).expanduser()
+    folder = path.resolve() if path.is_dir() else None
+    if folder is None and not args.db:
+        raise UsageError(f"--repo {path}: no such folder")
+    db = _db(args, folder, settings)
+    try:
+        conn = open_readonly(db)
+    except QueryError as err:
+        raise UsageError(str(err)) from None
+    try:
+        repo = resolve_repo_id(conn, folder, args.repo, settings)
+    except QueryError as err:
+        conn.close()
+        raise UsageError(str(err)) from None
+    return conn, repo, settings, folder if folder is not None and repo_id_for(folder, settings) == repo else None
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from monitor import query
+
+    conn, repo, _, _ = _store_reader(args)
+    try:
+        with query.snapshot(conn):
+            view = query.build_view(
+                conn, repo, args.view, last=getattr(args, "last", None), bucket=getattr(args, "bucket", None),
+                focus=getattr(args, "focus", None), since=getattr(args, "since", None), kind=getattr(args, "kind", None),
+                text=getattr(args, "text", None), statement=getattr(args, "statement", None),
+            )
+    except query.QueryError as err:
+        raise UsageError(str(err)) from None
+    finally:
+        conn.close()
+    if args.json:
+        sys.stdout.write(query.to_json(view) + "\n")
+    elif args.csv:
+        sys.stdout.write(query.to_csv(view))
+    else:
+        query.render_table(query.table_columns(args.view, view), Console())
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from monitor.query import QueryError
+    from monitor.report import build_report
+
+    conn, repo, settings, folder = _store_reader(args)
+    try:
+        text = build_report(conn, repo, settings, args.first, args.last, root=folder)
+    except QueryError as err:
+        raise UsageError(str(err)) from None
+    finally:
+        conn.close()
+    if args.output:
+        Path(args.output).expanduser().write_text(text, encoding="utf-8")
+        print(f"loopmon: report written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from monitor.gate import evaluate
+    from monitor.query import QueryError
+
+    conn, repo, settings, folder = _store_reader(args)
+    try:
+        verdict = evaluate(conn, repo, settings, focus=args.focus, max_tier=args.max_tier, root=folder)
+    except QueryError as err:
+        raise UsageError(str(err)) from None
+    finally:
+        conn.close()
+    for reason in verdict.reasons:
+        _err(f"gate: {reason.message}")
+    if args.json:
+        print(verdict.to_json())
+    return verdict.status
 
 
 # --------------------------------------------------------------------------- parser
@@ -385,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", metavar="DIR", help="CurveZMQ keys from `loopmon keys generate` (required beyond loopback)")
     db_arg(p, ".loopmon/loopmon.db under the current folder")
     p.add_argument("--headless", action="store_true", help="no live view: one JSON line per event on stdout")
+    p.add_argument(
+        "--metrics", metavar="ADDR", help="serve Prometheus metrics at http://ADDR/metrics (PORT or HOST:PORT, loopback only)"
+    )
     duration_arg(p)
 
     p = add(
@@ -447,6 +557,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=["generate"])
     p.add_argument("dir", metavar="DIR")
+
+    p = add(
+        "query",
+        cmd_query,
+        "ask the store: iterations, dwell, alerts, ledger, hubs, search, sql",
+        "Ready views of the store, read-only (safe while the monitor writes). Each prints a\n"
+        "table; --json or --csv give every column, exactly as stored. With several repos in\n"
+        "one --db, --repo names one: its folder, or its repo id.",
+    )
+    views = p.add_subparsers(dest="view", metavar="VIEW", required=True)
+
+    def view(name: str, help: str) -> argparse.ArgumentParser:
+        v = views.add_parser(name, help=help, description=help)
+        v.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="settings file (see loopmon --help)")
+        repo_arg(v)
+        db_arg(v)
+        fmt = v.add_mutually_exclusive_group()
+        fmt.add_argument("--json", action="store_true", help="a JSON array of objects")
+        fmt.add_argument("--csv", action="store_true", help="CSV with a header line")
+        return v
+
+    v = view("iterations", "scores, bucket, focus and key changes of each iteration")
+    v.add_argument("--last", type=int, metavar="N", help="only the last N iterations (after the other filters)")
+    v.add_argument("--bucket", choices=["low", "medium", "high"])
+    v.add_argument("--focus", metavar="ID", help="only iterations on this focus")
+    view("dwell", "dwell per focus and across all foci: value, tier, longest streak")
+    v = view("alerts", "alerts in the order they were raised")
+    v.add_argument("--since", metavar="TIME", help="an ISO date or time (UTC), or an age: 30m, 2h, 1d")
+    v.add_argument("--kind", metavar="K", help="one alert kind, e.g. dwell_tier, git_state, stalled_loop")
+    view("ledger", "ledger items: status, attempts, last change")
+    view("hubs", "evidence hubs per initiative: open hubs, files, bytes, last update")
+    v = view("search", "full-text search over commit and alert messages")
+    v.add_argument("text", metavar="TEXT", help="words that must all appear")
+    v = view("sql", "one SELECT on a read-only connection (writes are refused)")
+    v.add_argument("statement", metavar="SQL")
+
+    p = add(
+        "report",
+        cmd_report,
+        "write the iteration audit (Markdown) for a window of iterations",
+        "The iteration audit, from the store: summary, per-iteration scores with reasons and\n"
+        "key changes, the aggregate plot, trend, dwell and git-state findings, prompt changes.\n"
+        "--from/--to are the loop's iteration numbers (loopmon's index where the loop has none).",
+    )
+    repo_arg(p)
+    db_arg(p)
+    p.add_argument("--from", dest="first", type=int, metavar="N", help="first iteration (default: the first)")
+    p.add_argument("--to", dest="last", type=int, metavar="M", help="last iteration (default: the latest)")
+    p.add_argument("-o", "--output", metavar="FILE.md", help="write here instead of stdout")
+
+    p = add(
+        "gate",
+        cmd_gate,
+        "for a loop driver between turns: exit 0 to go on, non-zero to stop",
+        "Exit 0: go on. 3: a dwell tier at or above --max-tier is active. 4: the git state is\n"
+        "broken (rebase or merge in progress, stale index.lock). 5: the loop is stalled (lease\n"
+        "expired with no commit, or silence while the baton says running). 2: usage error.\n"
+        "With several, the first of 4, 5, 3. Reasons go to stderr; --json prints the verdict.\n\n"
+        "In a bash loop, between turns (works under set -e too):\n"
+        '  gate=0; loopmon gate --repo "$REPO" || gate=$?\n'
+        '  [ "$gate" -eq 0 ] || { echo "loopmon gate: stop (exit $gate)" >&2; break; }',
+    )
+    repo_arg(p)
+    db_arg(p)
+    p.add_argument("--focus", metavar="ID", help="check this focus's dwell (and the global count) only")
+    p.add_argument("--max-tier", default="3", metavar="TIER", help="stop at this dwell tier or above (default 3)")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON on stdout")
     return parser
 
 

@@ -79,8 +79,6 @@ class Server:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.written = 0
-        self._positions: dict[StreamKey, int] = {}
-        self._progress = threading.Condition()
 
     @property
     def endpoint(self) -> str:
@@ -136,13 +134,6 @@ class Server:
                 self.on_error(f"sink {type(sink).__name__} failed to write {len(pending)} events: {exc!r}")
                 raise
         self.written += len(pending)
-        with self._progress:
-            for env in pending:
-                if env.source != "scorer" and env.source != "bus":
-                    key = (env.repo, env.source, env.stream)
-                    if env.seq > self._positions.get(key, 0):
-                        self._positions[key] = env.seq
-            self._progress.notify_all()
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until `stop` is set, then write what is still waiting."""
@@ -190,18 +181,6 @@ class Server:
             self.error = exc
 
     error: BaseException | None = None
-
-    def wait_for(self, positions: dict[StreamKey, int], timeout: float = 30.0) -> bool:
-        """Block until every stream's events up to the given seq are written."""
-        deadline = time.monotonic() + timeout
-        with self._progress:
-            while True:
-                if all(self._positions.get(k, 0) >= v for k, v in positions.items()):
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self._thread is not None and not self._thread.is_alive()):
-                    return False
-                self._progress.wait(min(remaining, 0.1))
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -294,12 +273,6 @@ class CollectorSet:
     def start(self) -> "CollectorSet":
         from collectors.gitrepo import current_branch_and_head
 
-        branch, head = current_branch_and_head(self.root)
-        self._own.publish(
-            CollectorStarted(
-                path=str(self.root), branch=branch, head=head, host=socket.gethostname(), pid=os.getpid(), version=__version__
-            )
-        )
         # Watch first, then scan, so nothing written during the scan is missed
         # (at worst it is read twice, and trackers emit only what changed).
         self.watcher.start()
@@ -308,6 +281,13 @@ class CollectorSet:
                 collector.scan()
             except Exception as exc:
                 self._collector_failed(collector.name, exc)
+        # Said last: from here on every change is collected.
+        branch, head = current_branch_and_head(self.root)
+        self._own.publish(
+            CollectorStarted(
+                path=str(self.root), branch=branch, head=head, host=socket.gethostname(), pid=os.getpid(), version=__version__
+            )
+        )
         self._beat = threading.Thread(target=self._heartbeats, name="loopmon-heartbeat", daemon=True)
         self._beat.start()
         return self
@@ -332,6 +312,12 @@ class CollectorSet:
                 self._collector_failed(collector.name, exc)
         for pub in self.publishers.values():
             pub.heartbeat(final=True)
+        self.flush()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the receiver has stored everything sent so far."""
+        deadline = time.monotonic() + timeout
+        return all(pub.flush(max(0.0, deadline - time.monotonic())) for pub in self.publishers.values())
 
     def close(self) -> None:
         for pub in self.publishers.values():
