@@ -316,8 +316,7 @@ class AlertRules:
         self,
         now: datetime,
         baton: BatonChanged | None,
-        baton_at: datetime | None,
-        last_commit_at: datetime | None,
+        committed_since: bool,
         last_event_at: datetime | None,
         index: int | None,
         number: int | None,
@@ -330,7 +329,7 @@ class AlertRules:
         finished = any(w in status for w in ("complete", "done", "stopped", "idle"))
         lease = baton.lease_expires_at
         if lease is not None and not finished and now > lease:
-            committed_since = last_commit_at is not None and baton_at is not None and last_commit_at > baton_at
+            # "Since" by arrival, not by clock: commit times are the author's, the baton's the watcher's.
             if not committed_since:
                 out.append(Alert(
                     alert="stalled_loop",

@@ -209,11 +209,19 @@ class IterationTracker:
             return commit.sync.iteration, "tag"
         if commit.iteration is not None:
             return commit.iteration, "tag"
+        open_ = self.open
+        if open_ is not None and open_.tagged:
+            # In a tagged loop an untagged work commit sits between tagged ones: the tags
+            # say where it is. The baton file, read whenever the watcher gets to it,
+            # can lag or run ahead of the commits.
+            return None, "none"
         if self.baton is not None and self.baton.iteration is not None:
             number = self.baton.iteration
             if side == "engineer" and self.actor_side(self.baton.expected_actor) == "supervisor":
                 # The baton was handed back (and its counter advanced) before this commit was seen.
                 number -= 1
+            if open_ is not None and open_.number is not None and number < open_.number:
+                return None, "none"  # a stale read of the baton
             return number, "baton"
         return None, "none"
 

@@ -65,8 +65,7 @@ class RepoState:
     landed_open: bool = False  # the open iteration has landed code
     git_active: set[str] = field(default_factory=set)
     baton: BatonChanged | None = None
-    baton_at: datetime | None = None
-    last_commit_at: datetime | None = None
+    committed_since_baton: bool = False  # a commit arrived after the last baton change
     last_event_at: datetime | None = None
     last_engineer_failures: tuple[int, set[str]] | None = None
     brief_seen: bool = False
@@ -130,7 +129,7 @@ class Scorer:
             it = st.tracker.open
             focus = it.focus()[0] if it is not None else None
             alerts = st.rules.stalled(
-                now, st.baton, st.baton_at, st.last_commit_at, st.last_event_at,
+                now, st.baton, st.committed_since_baton, st.last_event_at,
                 it.index if it else None, it.number if it else None, focus,
             )
             out.extend((repo, a) for a in self._filter(repo, alerts, True))
@@ -333,8 +332,7 @@ class Scorer:
         self._setup_opened(st)
         st.tally.add(c, st.rules.is_bulky)
         st.dirty = True
-        if st.last_commit_at is None or c.committed_at > st.last_commit_at:
-            st.last_commit_at = c.committed_at
+        st.committed_since_baton = True
         focus = it.focus()[0]
         for f in c.files:
             if f.path_class in ("hub", "plans") and f.path.rsplit("/", 1)[-1] == "summary.md":
@@ -431,7 +429,7 @@ class Scorer:
         p: BatonChanged = env.payload  # type: ignore[assignment]
         st.tracker.set_baton(p)
         st.baton = p
-        st.baton_at = env.time
+        st.committed_since_baton = False
 
     def _on_focus_changed(self, st: RepoState, env: Envelope, out: list[Any]) -> None:
         p: FocusChanged = env.payload  # type: ignore[assignment]

@@ -682,8 +682,8 @@ class Rolling:
 
     def regression(self, window: int) -> tuple[float, int] | None:
         """(drop, peak index) when the rolling mean fell from a peak within the last `window` iterations."""
-        if len(self.rolling) < 2:
-            return None
+        if len(self.rolling) <= window:
+            return None  # the first few means swing with every iteration: no trend to fall from yet
         start = max(0, len(self.rolling) - 1 - window)
         earlier = self.rolling[start:-1]
         peak = max(earlier)

@@ -369,3 +369,22 @@ def test_hubs_found_at_start_up_belong_to_no_iteration() -> None:
     assert last_per_index(out)[1].hubs == [old, new]
     first = [p for p in out if p.kind == "iteration_scored"][0]
     assert first.hubs == []
+
+
+def test_a_baton_read_late_or_early_does_not_split_a_tagged_loop() -> None:
+    s = Stream()
+    s.baton(1, "galph", "waiting-galph")
+    s.commit("[SYNC i=1] actor=galph status=running")
+    s.commit("SUPERVISOR AUTO (iter=00001): plan — tests: not run", files={"input.md": (2, 1)})
+    s.commit("[SYNC i=1] actor=galph → next=ralph status=ok galph_commit=0a595c40")
+    s.commit("[SYNC i=1] actor=ralph status=running")
+    # The watcher read the baton before the hand-off to ralph and delivers it now.
+    s.commit("RALPH AUTO: reports evidence — tests: not run", files={"tests/test_app.py": (9, 0)})
+    s.baton(2, "galph", "running-galph")  # and this one ahead of the commits
+    s.commit("[ABC-001] more work", files=CODE)
+    s.commit("[SYNC i=2] actor=ralph → next=galph status=ok ralph_commit=1d53d543")
+    s.commit("[SYNC i=2] actor=galph status=running")
+    out = run(Scorer(Settings()), s.envelopes)
+    f = finals(out)
+    assert list(f) == [1] and f[1].number == 1
+    assert len(f[1].engineer_commits) == 2 and f[1].code_lines == 83
