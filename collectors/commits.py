@@ -33,6 +33,8 @@ from monitor.paths import CODE_CLASSES, PathClassifier
 
 # Paths of a commit named in a missing-objects warning (the event itself has them all).
 _WARNING_PATHS = 50
+# Stand-in ref names for tips a store remembered without their refs.
+_KNOWN = "known:"
 # Python blobs read per commit for the evidence; a commit with more is marked truncated.
 _MAX_BLOBS_PER_COMMIT = 2000
 # Commits whose blobs are asked of git together (one round trip instead of one each).
@@ -382,15 +384,14 @@ class CommitCollector(Collector):
         with self._lock:
             tips = self._read_tips()
             if tips is None:
-                self._tips = {}
-                return
+                return  # asked again on the next refresh: never a replay of the history
             if known_tips is None:
                 self._tips = tips
                 return
             if isinstance(known_tips, Mapping):
                 self._tips = dict(known_tips)
             else:
-                self._tips = {f"known:{sha}": sha for sha in known_tips}
+                self._tips = {f"{_KNOWN}{sha}": sha for sha in known_tips}
             self._apply(tips)
 
     def refresh(self) -> None:
@@ -460,12 +461,13 @@ class CommitCollector(Collector):
             except GitError as exc:
                 self._warn_once("git_rev_list", f"cannot list commits rewritten away from {ref}: {exc}")
                 continue
-            reason = "history rewritten" if ref in tips else "ref deleted"
+            known = ref.startswith(_KNOWN)
+            reason = "history rewritten" if ref in tips or known else "ref deleted"
             for orphan in gone:
                 if orphan in self.orphaned:
                     continue
                 self.orphaned.add(orphan)
-                self.emit(CommitOrphaned(sha=orphan, ref=ref, reason=reason), None)
+                self.emit(CommitOrphaned(sha=orphan, ref=None if known else ref, reason=reason), None)
 
     def _existing(self, shas: list[str]) -> list[str]:
         if not shas:

@@ -278,6 +278,22 @@ def test_scan_with_known_tips_catches_up(repo: GitRepo) -> None:
     live.close()
 
 
+def test_scan_with_known_tips_orphans_what_was_rewritten_meanwhile(repo: GitRepo) -> None:
+    repo.commit("base", {"a.txt": "0\n"})
+    gone = repo.commit("dropped while loopmon was down", {"a.txt": "1\n"})
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    live, sink = collector(repo)
+    live.scan(known_tips={"refs/heads/main": gone})
+    (orphan,) = sink.of(CommitOrphaned)
+    assert (orphan.sha, orphan.ref, orphan.reason) == (gone, "refs/heads/main", "history rewritten")
+    live2, sink2 = collector(repo)
+    live2.scan(known_tips=[gone])
+    (orphan,) = sink2.of(CommitOrphaned)
+    assert (orphan.sha, orphan.ref) == (gone, None)
+    live.close()
+    live2.close()
+
+
 def test_ref_events_and_ticks_from_two_threads_emit_each_commit_once(repo: GitRepo) -> None:
     repo.commit("base", {"a.txt": "0\n"})
     live, sink = collector(repo)
@@ -301,6 +317,15 @@ def test_a_folder_that_is_not_a_repo_gives_a_warning_not_a_crash(tmp_path: Path)
     live.tick(datetime.now(timezone.utc))
     (warning,) = sink.of(Warning)  # said once, not every second
     assert warning.code == "git_refs"
+    # Once it is a repo, its existing history is not replayed; what comes after is seen.
+    repo = GitRepo.__new__(GitRepo)
+    repo.root = tmp_path
+    repo.git("init", "-q", "-b", "main")
+    repo.commit("before", {"a.txt": "0\n"})
+    live.tick(datetime.now(timezone.utc))
+    after = repo.commit("after", {"a.txt": "1\n"})
+    live.tick(datetime.now(timezone.utc))
+    assert [c.sha for c in sink.of(Commit)] == [after]
     live.close()
 
 
