@@ -167,7 +167,14 @@ class Scorer:
         figures["loop_markers"] = st.tracker.markers
         return figures
 
+    def current_iteration(self, repo: str) -> int | None:
+        """The open iteration's index (for alerts raised outside the scorer, e.g. empty selectors)."""
+        st = self._repos.get(repo)
+        it = st.tracker.open if st is not None else None
+        return it.index if it is not None else None
+
     def close(self) -> None:
+        """Deliver queued notifications and stop the notifier's worker."""
         self.notifier.close(timeout=self.settings.alerts.command_timeout_seconds + 1)
 
     # ----------------------------------------------------------------- state
