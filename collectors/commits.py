@@ -213,6 +213,8 @@ class CommitBuilder:
     def _problems(raw: RawCommit, files: list[FileStat]) -> list[Warning]:
         if not raw.problems:
             return []
+        if raw.shallow:
+            return [Warning(code="git_shallow_boundary", message="; ".join(raw.problems), detail={"sha": raw.sha})]
         unknown = [f.path for f in files if f.unknown]
         return [
             Warning(

@@ -28,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
+from collectors.gitrepo import git_dir
+
 _HEX = re.compile(rb"^[0-9a-f]{40,64}$")
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@ ?(.*)$")
 _INDEX = re.compile(rb"^index ([0-9a-f]+)\.\.([0-9a-f]+)")
@@ -141,6 +143,7 @@ class RawCommit:
     files: list[FileDiff] = field(default_factory=list)
     truncated: bool = False  # the hunk-line cap was reached
     problems: list[str] = field(default_factory=list)  # what could not be read, for a warning
+    shallow: bool = False  # a shallow clone's boundary: its parents are absent, its diff unknown
 
     @property
     def unknown_paths(self) -> list[bytes]:
@@ -389,6 +392,7 @@ class LogReader:
         A commit git dies on is read path by path (`read_tolerant`) and the stream
         resumes after it; a commit whose own object is missing comes out `Unreadable`."""
         pending = list(shas)
+        boundary = shallow_boundary(self.root)
         bad: dict[str, str] = {}  # commits git cannot even parse, and why
         pos = 0  # pending[:pos] have been yielded
 
@@ -417,6 +421,8 @@ class LogReader:
                     )
                     if commit is None:
                         continue
+                    if commit.sha in boundary:
+                        _forget_diff(commit)
                     if last is not None:
                         yield from up_to(last.sha)
                         yield last
@@ -446,6 +452,8 @@ class LogReader:
                 raise GitError(f"git log failed: {message or f'exit {rc}'}")
             failing = next(sha for sha in pending[pos:] if sha not in bad)
             result = self.read_tolerant(failing, message)
+            if isinstance(result, RawCommit) and result.sha in boundary:
+                _forget_diff(result)
             yield from up_to(failing)
             yield result
 
@@ -514,6 +522,25 @@ class LogReader:
                 f"{len(unknown)} path(s) of {sha[:12]} cannot be read (objects missing): {_last_line(why.encode())}"
             )
         return commit
+
+
+def shallow_boundary(root: str | Path) -> frozenset[str]:
+    """The commits a shallow clone was cut at (git shows them as roots: their diff is the whole tree)."""
+    try:
+        text = (git_dir(root) / "shallow").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _forget_diff(commit: RawCommit) -> None:
+    """A shallow boundary's diff against nothing is no diff: keep none of it."""
+    commit.shallow = True
+    commit.truncated = True
+    commit.files = []
+    commit.problems.append(
+        f"{commit.sha[:12]} is where this shallow clone was cut: its parents are absent, so what it changed is unknown"
+    )
 
 
 def missing_objects(root: str | Path, revs: Sequence[str]) -> set[str]:

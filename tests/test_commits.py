@@ -133,6 +133,19 @@ def test_a_commit_with_a_missing_blob_still_goes_out_with_a_warning(repo: GitRep
     assert warning.code == "git_objects_missing" and warning.detail["paths"] == ["model.ckpt"]
 
 
+def test_a_shallow_clone_boundary_claims_no_diff(repo: GitRepo, tmp_path: Path) -> None:
+    for i in range(4):
+        repo.commit(f"c{i}", {f"pkg/m{i}.py": f"x = {i}\n"})
+    clone = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "2", f"file://{repo.root}", str(clone)], check=True, capture_output=True)
+    sink = run_backfill(clone)
+    boundary, last = sink.of(Commit)
+    assert boundary.message == "c2" and boundary.files == [] and boundary.evidence.truncated
+    assert [f.path for f in last.files] == ["pkg/m3.py"]
+    (warning,) = sink.of(Warning)
+    assert warning.code == "git_shallow_boundary" and warning.detail["sha"] == boundary.sha
+
+
 def test_non_utf8_messages_and_paths_keep_their_bytes(repo: GitRepo) -> None:
     import os
 
