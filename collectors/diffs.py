@@ -20,6 +20,7 @@ import builtins
 import hashlib
 import keyword
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -238,20 +239,47 @@ class PythonView:
     every changed blob with `ast` would take longer than git takes for the whole diff.
     """
 
-    def __init__(self, source: str, upto: int | None = None) -> None:
-        """`upto`: the last line that will be asked about; nothing after it is read."""
+    def __init__(
+        self, source: str, upto: int | None = None, *, base: "PythonView | None" = None, same_before: int = 0
+    ) -> None:
+        """`upto`: the last line that will be asked about; nothing after it is read.
+
+        `base`: the outline of this file's previous version, whose lines before
+        `same_before` are unchanged. Its outline up to the last def/class starting
+        before them is reused, and only the rest is read again."""
         if upto is not None and upto >= 0:
             head = source.split("\n", upto + 1)
             if len(head) > upto + 1:
                 source = source[: sum(map(len, head[: upto + 1])) + upto + 1]
-        masked = _mask_triple_quoted(source)
-        self.text = "\n" + masked
-        self.lines = masked.split("\n")
         self.scopes: list[Scope] = []
+        cut = 1  # the first line read here
+        if base is not None and same_before > 1:
+            index = bisect.bisect_left(base.scope_starts, same_before) - 1
+            if index >= 0:
+                cut = base.scopes[index].start
+                self.scopes = [Scope(s.line, s.start, s.indent, s.kind, s.name, offset=s.offset) for s in base.scopes[:index]]
+        if cut > 1:
+            assert base is not None
+            parts = source.split("\n", cut - 1)
+            tail = _mask_triple_quoted(parts[-1] if len(parts) == cut else "")
+            prefix = base.text[: base._line_offset(cut)]
+            self.text = prefix + "\n" + tail
+            self.lines = base.lines[: cut - 1] + tail.split("\n")
+            self._scan(len(prefix), cut - 1)
+        else:
+            masked = _mask_triple_quoted(source)
+            self.text = "\n" + masked
+            self.lines = masked.split("\n")
+            self._scan(0, 0)
+        self.scope_lines = [s.line for s in self.scopes]
+        self.scope_starts = [s.start for s in self.scopes]
+
+    def _scan(self, position: int, line: int) -> None:
+        """Outline self.text from `position` (the newline that ends line `line`)."""
         decorators: dict[int, int] = {}  # indent -> first line of a decorator run
-        line, last = 0, 0
+        last = position
         count = self.text.count
-        for match in _OUTLINE.finditer(self.text):
+        for match in _OUTLINE.finditer(self.text, position):
             at = match.start()
             line += count("\n", last, at + 1)
             last = at + 1
@@ -264,8 +292,15 @@ class PythonView:
             if decorators:
                 decorators.clear()
             self.scopes.append(Scope(line, start, indent, kind, name, offset=at))
-        self.scope_lines = [s.line for s in self.scopes]
-        self.scope_starts = [s.start for s in self.scopes]
+
+    def _line_offset(self, line: int) -> int:
+        """Offset in self.text of the newline that starts `line` (a line at or before a known scope)."""
+        index = bisect.bisect_right(self.scope_lines, line) - 1
+        if index >= 0 and self.scopes[index].line == line:
+            return self.scopes[index].offset
+        base_line, base = (self.scopes[index].line, self.scopes[index].offset) if index >= 0 else (1, 0)
+        between = self.lines[base_line - 1 : line - 1]
+        return base + sum(map(len, between)) + len(between)
 
     def header(self, scope: Scope) -> str:
         """The scope's decorators and def/class line."""
@@ -445,9 +480,14 @@ def consumed_names(text: str, names: Iterable[str]) -> set[str]:
 class EvidenceExtractor:
     """Builds one commit's DiffEvidence from its production and test hunks."""
 
+    # Outlines of the latest version of recently changed Python files, by path: the next
+    # commit to change a file re-reads it only from its first changed block on.
+    OUTLINES_KEPT = 256
+
     def __init__(self, *, ast_max_bytes: int = 512_000, hashes_cap: int = 400) -> None:
         self.ast_max_bytes = ast_max_bytes
         self.hashes_cap = hashes_cap
+        self._outlines: OrderedDict[str, tuple[str, PythonView]] = OrderedDict()
 
     @staticmethod
     def wants_blob(changed: ChangedFile) -> bool:
@@ -583,8 +623,20 @@ class EvidenceExtractor:
     def _view(self, changed: ChangedFile, language: str | None) -> PythonView | None:
         if language != "python" or changed.blob is None or len(changed.blob) > self.ast_max_bytes:
             return None
-        last = max((h.new_start + h.new_count for h in changed.diff.hunks), default=0)
-        return PythonView(changed.blob.decode("utf-8", "replace"), upto=last + 1)
+        diff = changed.diff
+        last = max((h.new_start + h.new_count for h in diff.hunks), default=0)
+        old_path = diff.old_path.decode("utf-8", "replace") if diff.old_path is not None else changed.path
+        previous = self._outlines.pop(old_path, None)
+        base, same_before = None, 0
+        if previous is not None and diff.old_oid is not None and previous[0] == diff.old_oid and diff.hunks:
+            first = diff.hunks[0]
+            base, same_before = previous[1], first.new_start if first.new_count else first.new_start + 1
+        view = PythonView(changed.blob.decode("utf-8", "replace"), upto=last + 1, base=base, same_before=same_before)
+        if diff.new_oid is not None:
+            self._outlines[changed.path] = (diff.new_oid, view)
+            while len(self._outlines) > self.OUTLINES_KEPT:
+                self._outlines.popitem(last=False)
+        return view
 
     @staticmethod
     def _hunk_scopes(

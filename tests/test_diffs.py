@@ -8,8 +8,8 @@ import textwrap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.commits import CommitBuilder
-from collectors.diffs import PythonView, consumed_names, flags_in_line
+from collectors.commits import CommitBuilder, backfill
+from collectors.diffs import EvidenceExtractor, PythonView, consumed_names, flags_in_line
 from collectors.gitlog import LogReader, ObjectReader
 from conftest import GitRepo
 from monitor.config import Settings, settings_from_dict
@@ -359,3 +359,41 @@ def test_the_outline_takes_any_text(source: str, line: int) -> None:
     view = PythonView(source)
     view.chain(line)
     view.chains_in(line, line + 5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(python_blocks(), python_blocks(), st.data())
+def test_an_outline_carried_over_from_the_previous_version_matches_a_fresh_one(
+    before: list[str], inserted: list[str], data: st.DataObject
+) -> None:
+    old_lines = "\n".join(before).split("\n")
+    at = data.draw(st.integers(min_value=0, max_value=len(old_lines)))
+    removed = data.draw(st.integers(min_value=0, max_value=len(old_lines) - at))
+    new_lines = old_lines[:at] + "\n".join(inserted).split("\n") + old_lines[at + removed :]
+    old_source, new_source = "\n".join(old_lines) + "\n", "\n".join(new_lines) + "\n"
+    upto = data.draw(st.one_of(st.none(), st.integers(min_value=at, max_value=at + 40)))
+    base = PythonView(old_source, upto=data.draw(st.one_of(st.none(), st.integers(min_value=at, max_value=at + 40))))
+    carried = PythonView(new_source, upto=upto, base=base, same_before=at + 1)
+    fresh = PythonView(new_source, upto=upto)
+    shape = lambda view: [(s.line, s.start, s.indent, s.kind, s.name) for s in view.scopes]  # noqa: E731
+    assert shape(carried) == shape(fresh)
+    for number in range(1, (upto or len(new_lines)) + 1):
+        assert [s.qualname for s in carried.chain(number)] == [s.qualname for s in fresh.chain(number)]
+
+
+def test_the_evidence_is_the_same_with_and_without_carried_outlines(repo: GitRepo, monkeypatch) -> None:
+    body = ENGINE
+    for i in range(6):
+        body = body.replace("    def step(self, x):", f"    def step_{i}(self):\n        return {i}\n\n    def step(self, x):")
+        body += f"\n\ndef extra_{i}():\n    return {i}\n"
+        repo.commit(f"c{i}", {"pkg/engine.py": body})
+
+    def symbols(kept: int) -> list[list[str]]:
+        monkeypatch.setattr(EvidenceExtractor, "OUTLINES_KEPT", kept)
+        events: list[list[str]] = []
+        backfill(repo.root, Settings(), lambda payload, _time: events.append(payload.evidence.symbols_changed))
+        return events
+
+    carried, fresh = symbols(256), symbols(0)
+    assert carried == fresh
+    assert carried[-1] == ["pkg/engine.py::Engine.step_5", "pkg/engine.py::extra_5"]
