@@ -241,6 +241,23 @@ def test_a_reset_orphans_the_commits_it_dropped(repo: GitRepo) -> None:
     live.close()
 
 
+def test_a_rebase_orphans_the_old_commits_and_emits_their_copies(repo: GitRepo) -> None:
+    repo.commit("base", {"a.txt": "0\n"})
+    repo.git("checkout", "-q", "-b", "feature")
+    old = [repo.commit("f1", {"f.txt": "1\n"}), repo.commit("f2", {"f.txt": "2\n"})]
+    repo.git("checkout", "-q", "main")
+    repo.commit("main moves", {"a.txt": "1\n"})
+    repo.git("checkout", "-q", "feature")
+    live, sink = collector(repo)
+    live.scan()
+    repo.git("rebase", "-q", "main")
+    live.on_changes(REF_CHANGE)
+    assert [(o.sha, o.ref) for o in sink.of(CommitOrphaned)] == [(old[0], "refs/heads/feature"), (old[1], "refs/heads/feature")]
+    copies = sink.of(Commit)
+    assert [c.message for c in copies] == ["f1", "f2"] and not {c.sha for c in copies} & set(old)
+    live.close()
+
+
 def test_an_amend_orphans_the_old_commit_and_emits_the_new(repo: GitRepo) -> None:
     repo.commit("base", {"a.txt": "0\n"})
     old = repo.commit("typo", {"a.txt": "1\n"})
@@ -357,3 +374,33 @@ def test_a_real_watcher_delivers_a_new_commit(repo: GitRepo) -> None:
     finally:
         watcher.stop()
         live.close()
+
+
+def test_a_simulated_loop_matches_its_ground_truth(tmp_path: Path) -> None:
+    from monitor.simulator import LoopSimulator
+
+    records = LoopSimulator(tmp_path / "loop", scenario="mixed", seed=1).run(12)
+    commits = {c.sha: c for c in run_backfill(tmp_path / "loop").of(Commit)}
+    name = lambda flag: flag.split(".")[-1].lstrip("-").replace("-", "_")  # noqa: E731
+    checked = 0
+    for record in records:
+        work = [commits[sha] for sha in record.work_shas]
+        code: dict[str, tuple[int, int]] = {}
+        for commit in work:
+            for stat in commit.files:
+                if stat.path_class in ("production", "test"):
+                    ins, dels = code.get(stat.path, (0, 0))
+                    code[stat.path] = (ins + (stat.insertions or 0), dels + (stat.deletions or 0))
+        assert code == record.code, record
+        evidence = [c.evidence for c in work]
+        symbols = {s.split("::", 1)[1] for e in evidence for s in e.symbols_changed}
+        assert set(record.symbols) <= symbols, record
+        assert set(record.tests) <= {t for e in evidence for t in e.test_functions}, record
+        assert {name(f) for f in record.flags_added + record.fields_added} <= {f for e in evidence for f in e.flags_added}
+        assert {name(f) for f in record.flags_consumed} <= {f for e in evidence for f in e.flags_consumed}
+        assert record.asserts == sum(e.asserts_added for e in evidence)
+        for commit in work:
+            if not commit.message.startswith("[SYNC"):
+                assert commit.role == record.role, (commit.message, record.actor)
+        checked += bool(record.code)
+    assert checked >= 5  # the mixed scenario lands code in several turns
