@@ -22,6 +22,7 @@ from monitor.events import (
 )
 
 ALERTS_KEPT = 50
+ALL_REPOS = "*"  # the repo id of monitor-wide events (bus and scorer trouble)
 BLOCKING_SEVERITIES = ("warning", "critical")
 
 
@@ -172,11 +173,13 @@ class ViewState:
     def __init__(self, events_kept: int = 200) -> None:
         self.repos: dict[str, RepoState] = {}
         self.events_kept = events_kept
+        # Monitor-wide lines seen before any repo: shown in each repo's tail once it appears.
+        self.pending_global: deque[EventLine] = deque(maxlen=20)
 
     def repo(self, name: str) -> RepoState:
         state = self.repos.get(name)
         if state is None:
-            state = self.repos[name] = RepoState(repo=name, events=deque(maxlen=self.events_kept))
+            state = self.repos[name] = RepoState(repo=name, events=deque(self.pending_global, maxlen=self.events_kept))
         return state
 
     def apply(self, env: Envelope) -> bool:
@@ -187,6 +190,8 @@ class ViewState:
                 self.repo(env.repo).stopped_streams.add(env.source)
                 return True
             return False
+        if env.repo == ALL_REPOS:
+            return self._apply_to_all(env)
         s = self.repo(env.repo)
         when = aware(env.time)
         s.last_event = max(s.last_event, when) if s.last_event else when
@@ -197,6 +202,18 @@ class ViewState:
         if line is not None:
             severity = p.severity if p.kind == "alert" else ("warning" if p.kind == "warning" else None)
             s.events.append(EventLine(when, p.kind, line, severity))
+        return True
+
+    def _apply_to_all(self, env: Envelope) -> bool:
+        """Monitor-wide news (a malformed message, a scorer failure) goes to every repo's tail."""
+        line = describe(env)
+        if line is None:
+            return False
+        self.pending_global.append(EventLine(aware(env.time), env.kind, line, "warning"))
+        for s in self.repos.values():
+            s.events.append(self.pending_global[-1])
+            if env.kind == "warning":
+                s.warnings += 1
         return True
 
     # ------------------------------------------------------------------ per kind

@@ -23,6 +23,7 @@ from monitor.events import (
     LedgerItem,
     LedgerItemAdded,
     Reason,
+    Warning,
 )
 from sink_streams import T0, commit, env, loop_history, observe, scored_iterations
 from sinks.live import ROTATE_SECONDS, LiveView
@@ -361,3 +362,13 @@ def test_a_simulated_loop_shown_live_and_rebuilt_from_the_store(tmp_path):
     assert text.split("Dwell ─")[1].splitlines()[1].split()[0] == "global"
     rebuilt = LiveView.from_store(tmp_path / "loopmon.db", console=console(), clock=lambda: now)
     assert shown(rebuilt) == text
+
+
+def test_monitor_wide_warnings_go_to_every_repo_and_make_no_repo_of_their_own():
+    bad = env(Warning(code="bus_malformed", message="dropped a malformed message"), repo="*", minutes=1)
+    view = view_of([bad, env(BriefUpdated(focus="A-1", digest="a"), repo="alpha"),
+                    env(BriefUpdated(focus="B-1", digest="b"), repo="beta")], width=170)
+    assert set(view.state.repos) == {"alpha", "beta"}
+    text = shown(view)
+    assert text.count("bus_malformed: dropped a malformed message") == 2
+
