@@ -24,7 +24,6 @@ from monitor.events import (
     BriefUpdated,
     Commit,
     CommitOrphaned,
-    DwellChanged,
     Envelope,
     FileChanged,
     FilesBurst,

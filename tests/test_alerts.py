@@ -5,16 +5,15 @@ empty-selector check on a real repo."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from monitor.config import Settings, settings_from_dict
-from monitor.events import Alert, BriefUpdated, DiffEvidence, LedgerItem, LedgerItemAdded, LedgerRead, LedgerStatusChanged, PromptChanged
+from monitor.events import Alert, BriefUpdated, LedgerItem, LedgerItemAdded, LedgerRead, LedgerStatusChanged, PromptChanged
 from monitor.notify import Notifier, alert_json, escape_markup
 from monitor.scorer import Scorer
 from monitor.selectors import check_selectors, selector_args
@@ -31,11 +30,6 @@ def iteration(s: Stream, n: int, code: dict | None = None, tests: str = "not run
 
 def kinds(payloads: list) -> list[str]:
     return [a.alert for a in alerts(payloads)]
-
-
-def every_alert_is_complete(payloads: list) -> None:
-    for a in alerts(payloads):
-        assert a.key and a.message and a.severity in ("info", "notice", "warning", "critical")
 
 
 # --------------------------------------------------------------------------- dwell tier
