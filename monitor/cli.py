@@ -103,7 +103,8 @@ class Monitor:
         elif view:
             from sinks.live import LiveView
 
-            self.view = LiveView(settings.view)
+            # Start from what the store already knows, so a restart shows the history.
+            self.view = LiveView.from_store(db, settings=settings.view) if db.exists() else LiveView(settings.view)
             sinks.append(self.view)
         self.server = Server(
             endpoint, sinks, settings, context=context, scorer=_make_scorer(settings, self.store), on_error=_err, keys=keys
