@@ -48,6 +48,7 @@ from monitor.simulator_code import (
     grow_module,
     grow_script,
     grow_tests,
+    importable,
     module_subjects,
     python_kind,
     removable_units,
@@ -242,9 +243,13 @@ class LoopSimulator:
                     break
                 if k and self._pause(stop):
                     break
-                if self._stuck or self.git.active_states():
+                if self._stuck or self.git.blocking_states():
                     self.recover()
                 step = self._plan(k, iterations)
+                if k == 0 and self._phase == "ralph":
+                    # an interrupted iteration: the baton hands this one to the engineer
+                    self.engineer_turn(**self._step(step.intent, self.ledger.focus or self._rotating_focus()).engineer)
+                    continue
                 if step.prompt:
                     self.prompt_edit(step.prompt)
                 self.supervisor_turn(**step.supervisor)
@@ -552,7 +557,7 @@ class LoopSimulator:
 
     def recover(self) -> list[str]:
         """Clear any broken git state, as the loop driver does, and finish a stuck hand-off."""
-        cleared = self.git.clear_states() if self.git.active_states() or self._stuck else []
+        cleared = self.git.clear_states() if self.git.blocking_states() or self._stuck else []
         if self._stuck or self.baton.get("status") == "running-ralph":
             n = int(self.baton.get("iteration", self.iteration))
             prev = (self.baton.get("ralph_commit") or "")[:8] or "none"
@@ -769,13 +774,13 @@ class LoopSimulator:
         for rel in ordered:
             f, count = sources[rel], code[rel]
             r = rank(rel)
-            importable = f.importable(self.repo)
+            can_import = importable(self.repo, rel)
             if r == 1:
-                grow_script(ctx, f, count, f.module, importable)
+                grow_script(ctx, f, count, f.module, can_import)
             elif r == 2:
-                grow_config(ctx, f, count, f.module, importable)
+                grow_config(ctx, f, count, f.module, can_import)
             elif r == 3:
-                grow_module(ctx, f, count, f.module, importable)
+                grow_module(ctx, f, count, f.module, can_import)
             elif r == 4:
                 grow_tests(ctx, f, count, self._test_subjects(ctx, area, f, sources))
             else:
@@ -793,7 +798,7 @@ class LoopSimulator:
         modules += [m for m in area.modules if m not in modules]
         known: list[Subject] = []
         for rel in modules:
-            if SourceFile(self.repo, rel).importable(self.repo):
+            if importable(self.repo, rel):
                 known += module_subjects(self.repo, rel)
         known.reverse()  # newest first
         known.sort(key=lambda s: s.name not in ctx.symbols)
@@ -1040,11 +1045,11 @@ class LoopSimulator:
                 if stamps:
                     self.hubs[item.id] = f"plans/active/{item.id}/reports/{stamps[-1]}"
         self._names: set[str] = set()
-        for path in self.repo.rglob("*.py"):
-            rel = path.relative_to(self.repo)
-            if any(part.startswith(".") for part in rel.parts):
-                continue
-            self._names |= function_names(path.read_text(encoding="utf-8", errors="replace").split("\n"))
+        tracked = self.git.out("ls-files", "-z", "--", "*.py").split("\0") if self.git.has_commits() else []
+        for rel in filter(None, tracked):
+            path = self.repo / rel
+            if path.is_file():
+                self._names |= function_names(path.read_text(encoding="utf-8", errors="replace").split("\n"))
         if not self.real_time:
             head = self.git.head_time()
             if head is not None:
@@ -1147,7 +1152,7 @@ class LoopSimulator:
         return sha
 
     def _require_clean(self) -> None:
-        states = self.git.active_states()
+        states = self.git.blocking_states()
         if states:
             raise SimulatorError(
                 f"git state in progress ({', '.join(states)}): call recover() or git_state(state, False) first"

@@ -24,6 +24,7 @@ import logging
 import random
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 _SILENT = logging.getLogger("loopmon.simulator.exec")
@@ -127,10 +128,12 @@ class SourceFile:
         """The dotted import path of a Python file (without checking it is importable)."""
         return self.rel[:-3].replace("/", ".") if self.rel.endswith(".py") else ""
 
-    def importable(self, root: Path) -> bool:
-        """Whether tests can import this file: every folder above it is a package."""
-        parts = Path(self.rel).parts[:-1]
-        return self.rel.endswith(".py") and all((root.joinpath(*parts[: i + 1]) / "__init__.py").exists() for i in range(len(parts)))
+
+
+def importable(root: Path, rel: str) -> bool:
+    """Whether tests can import the Python file `rel`: every folder above it is a package."""
+    parts = Path(rel).parts[:-1]
+    return rel.endswith(".py") and all((root.joinpath(*parts[: i + 1]) / "__init__.py").exists() for i in range(len(parts)))
 
 
 # --------------------------------------------------------------------------- subjects
@@ -163,11 +166,16 @@ class Subject:
         return self.module.rsplit(".", 1)[-1] + "_cli"
 
 
-def _run_source(source: str, call: str) -> object:
-    """Evaluate `call` against generated source (pure integer code, made by this module)."""
+@lru_cache(maxsize=256)
+def _namespace(source: str) -> dict[str, object]:
     namespace: dict[str, object] = {"_log": _SILENT}
     exec(compile(source, "<simulated>", "exec"), namespace)  # noqa: S102 - our own generated code
-    return eval(call, namespace)  # noqa: S307
+    return namespace
+
+
+def _run_source(source: str, call: str) -> object:
+    """Evaluate `call` against generated source (pure integer code, made by this module)."""
+    return eval(call, dict(_namespace(source)))  # noqa: S307
 
 
 def subject_capacity(s: Subject) -> int:
@@ -449,7 +457,7 @@ def _after_imports(lines: list[str]) -> int:
     return last
 
 
-def grow_module(ctx: TurnCode, f: SourceFile, n: int, module: str, importable: bool) -> None:
+def grow_module(ctx: TurnCode, f: SourceFile, n: int, module: str, testable: bool) -> None:
     """Add `n` lines of functions, classes and body changes to a production module."""
     left = n - new_module_header(f, ctx, n)
     if left <= 0:
@@ -475,7 +483,7 @@ def grow_module(ctx: TurnCode, f: SourceFile, n: int, module: str, importable: b
                 anchor += size
             subject.module = module
             ctx.note_symbol(subject.name)
-            if importable:
+            if testable:
                 ctx.subjects.append(subject)
     else:
         body_share = left
@@ -518,11 +526,11 @@ def _flag_spec(ctx: TurnCode, taken: set[str]) -> tuple[str, str, str, tuple[str
             return (dest, "int", str(ctx.rng.randint(1, 9)), (str(ctx.rng.randint(10, 99)),))
 
 
-def grow_script(ctx: TurnCode, f: SourceFile, n: int, module: str, importable: bool) -> None:
+def grow_script(ctx: TurnCode, f: SourceFile, n: int, module: str, testable: bool) -> None:
     """Add CLI options (parsed, and consumed unless the turn is incomplete) plus helpers."""
     parser_funcs = {name: (idx, var, ind) for idx, name, var, ind in insertable_functions(f.lines)}
     if "build_parser" not in parser_funcs or "main" not in parser_funcs:
-        grow_module(ctx, f, n, module, importable)
+        grow_module(ctx, f, n, module, testable)
         return
     for line in f.lines:
         m = _CONFIG_IMPORT_RE.match(line)
@@ -544,7 +552,7 @@ def grow_script(ctx: TurnCode, f: SourceFile, n: int, module: str, importable: b
             for dest, typ, default in pending:
                 option = "--" + dest.replace("_", "-")
                 ctx.flags_consumed.append(option)
-                if importable:
+                if testable:
                     ctx.subjects.append(
                         Subject("flag", module, dest, owner=option, type=typ, default=default, values=values_for(typ), consumed=True)
                     )
@@ -572,7 +580,7 @@ def grow_script(ctx: TurnCode, f: SourceFile, n: int, module: str, importable: b
             ctx.flags_consumed.append(option)
         ctx.flags_added.append(option)
         ctx.flag_specs.append((dest, typ, default, values))
-        if importable:
+        if testable:
             ctx.subjects.append(
                 Subject("flag", module, dest, owner=option, type=typ, default=default, values=values, consumed=consume)
             )
@@ -586,15 +594,15 @@ def grow_script(ctx: TurnCode, f: SourceFile, n: int, module: str, importable: b
         ctx.note_symbol("main")
     rest = n - len(adds) - len(uses)
     if rest > 0:
-        grow_module(ctx, f, rest, module, importable)
+        grow_module(ctx, f, rest, module, testable)
 
 
-def grow_config(ctx: TurnCode, f: SourceFile, n: int, module: str, importable: bool) -> None:
+def grow_config(ctx: TurnCode, f: SourceFile, n: int, module: str, testable: bool) -> None:
     """Add dataclass fields (named after this turn's flags when there are some), then helpers."""
     classes = [(i, m.group(1)) for i, line in enumerate(f.lines) for m in [_CLASS_RE.match(line)] if m]
     dataclasses_ = [(i, name) for i, name in classes if i > 0 and f.lines[i - 1].startswith("@dataclass")]
     if not dataclasses_:
-        grow_module(ctx, f, n, module, importable)
+        grow_module(ctx, f, n, module, testable)
         return
     owner = ctx.config_class if ctx.config_class in {c for _, c in dataclasses_} else dataclasses_[0][1]
     start = next(i for i, c in dataclasses_ if c == owner)
@@ -618,12 +626,12 @@ def grow_config(ctx: TurnCode, f: SourceFile, n: int, module: str, importable: b
         dest, typ, default, values = spec
         new_lines.append(f"    {dest}: {typ} = {default}")
         ctx.fields_added.append(f"{owner}.{dest}")
-        if importable:
+        if testable:
             ctx.subjects.append(Subject("field", module, dest, owner=owner, type=typ, default=default, values=values))
     f.insert(end, new_lines)
     ctx.note_symbol(owner)
     if n - fields_n > 0:
-        grow_module(ctx, f, n - fields_n, module, importable)
+        grow_module(ctx, f, n - fields_n, module, testable)
 
 
 def fields_for(n: int) -> int:

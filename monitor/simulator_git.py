@@ -35,6 +35,7 @@ _CONFIG = (
     "-c", "init.defaultBranch=main",
 )
 _LOCK_RETRIES = 40
+STALE_LOCK_SECONDS = 10.0  # an index.lock older than this was left by a crash, not held by a live git
 
 
 class SimulatorError(Exception):
@@ -188,6 +189,21 @@ class Git:
             found.append("index.lock")
         return found
 
+    def blocking_states(self) -> list[str]:
+        """The broken states that stop a turn: a foreign index.lock only once it is stale.
+
+        A watcher's `git status` holds index.lock for a moment; commits wait that out.
+        """
+        states = self.active_states()
+        if "index.lock" in states and not self._our_lock():
+            try:
+                age = time.time() - (self.git_dir / "index.lock").stat().st_mtime
+            except OSError:
+                age = 0.0
+            if age < STALE_LOCK_SECONDS:
+                states.remove("index.lock")
+        return states
+
     def _conflicting_pair(self, path: str, ours: str, theirs: str, when: datetime) -> tuple[str, str]:
         """Two commits on top of HEAD that set `path` to different contents."""
         base = self.head()
@@ -208,8 +224,8 @@ class Git:
         """Leave the repository in `state`: a real conflicted rebase or merge, or an index lock."""
         if state not in GIT_STATES:
             raise SimulatorError(f"unknown git state {state!r}; known: {', '.join(GIT_STATES)}")
-        if self.active_states():
-            raise SimulatorError(f"git state already broken ({', '.join(self.active_states())}); clear it first")
+        if self.blocking_states():
+            raise SimulatorError(f"git state already broken ({', '.join(self.blocking_states())}); clear it first")
         if state == "index.lock":
             lock = self.git_dir / "index.lock"
             lock.write_bytes(b"")
@@ -230,7 +246,7 @@ class Git:
         else:
             backend = "--merge" if state == "rebase-merge" else "--apply"
             proc = self.run("rebase", backend, UPSTREAM_REF, scratch, when=when, check=False)
-        if proc.returncode == 0 or not self.active_states():
+        if proc.returncode == 0 or not self.blocking_states():
             raise SimulatorError(f"could not provoke a conflicted {state}: {proc.stderr.decode(errors='replace')}")
 
     def clear_states(self) -> list[str]:
@@ -239,7 +255,7 @@ class Git:
         if "index.lock" in cleared:
             lock = self.git_dir / "index.lock"
             ours = self.git_dir / "index.lock.loopmon-sim"
-            stale = not lock.exists() or time.time() - lock.stat().st_mtime > 10
+            stale = not lock.exists() or time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS
             if ours.exists() or stale:
                 lock.unlink(missing_ok=True)
                 ours.unlink(missing_ok=True)

@@ -388,10 +388,26 @@ def test_without_sync_commits_the_baton_rides_in_the_work_commits(tmp_path):
     assert git(sim.repo, "status", "--porcelain") == ""
 
 
-def test_live_pace_uses_real_time_and_stops_between_turns(tmp_path):
+def test_live_pace_uses_real_time_stops_between_turns_and_a_rerun_resumes(tmp_path):
     stop = threading.Event()
     sim = LoopSimulator(tmp_path / "loop", scenario="productive", seed=1, pace=0.01)
     records = sim.run(50, stop=stop, on_turn=lambda r: stop.set())
     assert len(records) == 1 and records[0].actor == "galph"
     committed = datetime.fromtimestamp(int(git(sim.repo, "log", "-1", "--format=%ct")), timezone.utc)
     assert abs(datetime.now(timezone.utc) - committed) < timedelta(hours=1)
+    # the baton expects the engineer: the next run plays that turn first
+    resumed = LoopSimulator(tmp_path / "loop", scenario="productive", seed=1).run(2)
+    assert [(r.iteration, r.actor) for r in resumed] == [(1, "ralph"), (2, "galph"), (2, "ralph")]
+
+
+def test_a_watchers_momentary_index_lock_is_waited_out_not_reported(tmp_path):
+    sim = LoopSimulator(tmp_path / "loop", scenario="productive", seed=1)
+    lock = sim.repo / ".git" / "index.lock"
+    lock.write_bytes(b"")  # as `git status` in another process holds it
+    releaser = threading.Timer(0.2, lock.unlink)
+    releaser.start()
+    try:
+        assert sim.supervisor_turn(focus="OVERSAMPLING-001")
+    finally:
+        releaser.join()
+    assert not lock.exists()
