@@ -143,6 +143,9 @@ class WatchSettings(_Section):
     burst_threshold: int = Field(default=200, gt=0)
     baton_retry_ms: int = Field(default=150, ge=0)
     index_lock_stale_seconds: float = Field(default=60.0, gt=0)
+    # Where each collector keeps what it last published (relative to the repo; "" = keep nothing).
+    state_dir: str = ".loopmon/collector"
+    resume_wait_seconds: float = Field(default=5.0, ge=0)
 
 
 class LoopFileSettings(_Section):
