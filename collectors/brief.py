@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,21 @@ class BriefCollector(Collector):
         self._error = None
         for payload in self.tracker.update(self.path, read.text):
             self.emit(payload, None)
+            if self.settings.alerts.check_selectors and payload.mapped_tests:
+                self._check_selectors(payload)
+
+    def _check_selectors(self, brief: BriefUpdated) -> None:
+        """Run the opt-in empty-selector check off the watcher's thread (it runs pytest)."""
+        from monitor.selectors import check_selectors
+
+        def run() -> None:
+            alert = check_selectors(
+                self.root, brief, self.settings, on_error=lambda message: self.warn("selector_check_failed", message)
+            )
+            if alert is not None:
+                self.emit(alert, None)
+
+        threading.Thread(target=run, name="loopmon-selectors", daemon=True).start()
 
 
 def _incomplete(read: FileRead) -> bool:

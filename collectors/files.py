@@ -1,15 +1,19 @@
-"""Working-tree changes: one `file_changed` per path, or one `files_burst` for a flood.
+"""Working-tree changes: one `file_changed` per path, or `files_burst` summaries for a flood.
 
-A checkout of 100,000 files must not become 100,000 events: any debounced batch
-larger than `watch.burst_threshold` is summarised (count, bytes, classes, largest
-file) in a single `files_burst`.
+A checkout of 100,000 files must not become 100,000 events. Once more than
+`watch.burst_threshold` changes arrive within a second, the collector stops
+reporting paths one by one and sends at most one `files_burst` a second
+(count, bytes, classes, largest file) until the flood is over.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 from collectors.base import Collector, Emit
@@ -61,6 +65,9 @@ class GitIgnore:
         return {os.fsdecode(p) for p in proc.stdout.split(b"\0") if p}
 
 
+FLOOD_WINDOW = 1.0  # seconds: the rate window, and the most often a flood is summarised
+
+
 class FileCollector(Collector):
     name = "files"
 
@@ -69,6 +76,11 @@ class FileCollector(Collector):
         self.classifier = PathClassifier(settings.paths)
         self._ignore = compile_globs(settings.watch.ignore)
         self._gitignore = GitIgnore(self.root) if settings.watch.respect_gitignore else None
+        self._lock = threading.Lock()
+        self._window_start = 0.0
+        self._window_count = 0  # changes seen in the current one-second window
+        self._flood: list[Change] = []  # changes held for the next summary
+        self._flood_since = 0.0
 
     def wants(self, path: str) -> bool:
         if not path or path == ".git" or path.startswith(".git/"):
@@ -84,11 +96,30 @@ class FileCollector(Collector):
             files = [c for c in files if (c.dest or c.path) not in ignored]
         if not files:
             return
-        if len(files) > self.settings.watch.burst_threshold:
-            self._emit_burst(files)
-            return
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window_start >= FLOOD_WINDOW:
+                self._window_start, self._window_count = now, 0
+            self._window_count += len(files)
+            if self._flood or self._window_count > self.settings.watch.burst_threshold:
+                if not self._flood:
+                    self._flood_since = now
+                self._flood.extend(files)
+                if now - self._flood_since >= FLOOD_WINDOW:
+                    self._end_flood_summary()
+                return
         for change in files:
             self._emit_change(change)
+
+    def tick(self, now: datetime) -> None:
+        with self._lock:
+            if self._flood and time.monotonic() - self._flood_since >= FLOOD_WINDOW:
+                self._end_flood_summary()
+
+    def _end_flood_summary(self) -> None:
+        """Send what the flood held so far (the caller holds the lock)."""
+        held, self._flood = self._flood, []
+        self._emit_burst(held)
 
     def _size(self, path: str) -> int | None:
         try:
