@@ -40,6 +40,17 @@ class Collector:
     def tick(self, now: datetime) -> None:
         """Periodic call (about once a second) for time-based checks."""
 
+    def state(self) -> dict[str, Any] | None:
+        """What this collector has published so far, as JSON-able data (None: nothing to resume).
+
+        Taken after a call that emitted, and saved once the store has acknowledged those
+        events, so a restarted collector can `restore` it. Return copies, never live containers.
+        """
+        return None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back a saved `state` before `scan`, silently: `scan` then emits only what changed since."""
+
     def close(self) -> None:
         """Release processes or files the collector holds."""
 

@@ -135,6 +135,20 @@ class BatonCollector(Collector):
         self.retries = 2  # one re-read after the wait, one more after "a short wait"
         self.pause = time.sleep  # the wait before a re-read; a test swaps in "the writer finishes"
         self._warned: str | None = None  # digest of the invalid content last warned about
+        self._accepted: bytes | None = None  # the content of the last baton reported
+
+    def state(self) -> dict[str, Any] | None:
+        # latin-1 carries any bytes through JSON unchanged.
+        return {"raw": self._accepted.decode("latin-1")} if self._accepted is not None else None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        raw = state.get("raw")
+        if isinstance(raw, str):
+            try:
+                self.tracker.update(self.path, raw.encode("latin-1"))
+                self._accepted = raw.encode("latin-1")
+            except (BatonError, UnicodeEncodeError):
+                pass  # an unreadable saved baton: the next read reports the current one
 
     def wants(self, path: str) -> bool:
         return path == self.path
@@ -166,6 +180,8 @@ class BatonCollector(Collector):
                 error = exc
                 continue
             self._warned = None
+            if payloads:
+                self._accepted = raw
             for payload in payloads:
                 self.emit(payload, None)
             return

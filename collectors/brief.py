@@ -255,6 +255,13 @@ class BriefCollector(Collector):
     def scan(self) -> None:
         self.refresh()
 
+    def state(self) -> dict[str, Any] | None:
+        return {"digests": dict(self.tracker._digests)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        digests = state.get("digests") or {}
+        self.tracker._digests.update({p: d for p, d in digests.items() if isinstance(d, str)})
+
     def on_changes(self, changes: list[Any]) -> None:
         if touched_paths(changes, self.wants):
             self.refresh()

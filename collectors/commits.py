@@ -361,6 +361,7 @@ class CommitCollector(Collector):
         self._reader = _reader(self.root, settings, self._builder)
         self._head_file = git_dir(self.root) / "HEAD"
         self._tips: dict[str, str] | None = None
+        self._restored: dict[str, str] | None = None  # the tips a saved state last published
         self._last_error: str | None = None
         self.orphaned: set[str] = set()
 
@@ -378,15 +379,31 @@ class CommitCollector(Collector):
     def tick(self, now: datetime) -> None:
         self.refresh()
 
+    def state(self) -> dict | None:
+        """The ref tips whose commits are published (all of them, parents first)."""
+        with self._lock:
+            tips = self._tips if self._tips is not None else self._restored
+            return {"tips": dict(tips)} if tips is not None else None
+
+    def restore(self, state: dict) -> None:
+        """Resume from saved tips: `scan` reads the commits made since, orphans those rewritten away."""
+        tips = state.get("tips")
+        if isinstance(tips, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in tips.items()):
+            self._restored = dict(tips)
+
     def scan(self, known_tips: Mapping[str, str] | Iterable[str] | None = None) -> None:
         """Remember the current tips (history is the backfill's job).
 
-        With `known_tips` (what a store last saw: ref -> sha, or shas) the commits made
-        since then are read now, and those rewritten away since then are orphaned."""
+        With `known_tips` (what a store last saw: ref -> sha, or shas; by default the
+        restored state's) the commits made since then are read now, and those rewritten
+        away since then are orphaned."""
         with self._lock:
+            if known_tips is None:
+                known_tips = self._restored
             tips = self._read_tips()
             if tips is None:
                 return  # asked again on the next refresh: never a replay of the history
+            self._restored = None
             if known_tips is None:
                 self._tips = tips
                 return

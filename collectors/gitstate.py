@@ -68,8 +68,16 @@ class GitStateCollector(Collector):
                 self.emit(GitStateChanged(state=state, active=present, detail=detail), None)  # type: ignore[arg-type]
 
     def scan(self) -> None:
-        # Only problems present at start are news; a clean state is the default.
+        # Only problems present at start are news (a clean state is the default), or,
+        # after `restore`, any change since the saved state.
         self._update()
+
+    def state(self) -> dict | None:
+        return {"active": dict(self.active)}
+
+    def restore(self, state: dict) -> None:
+        active = state.get("active") or {}
+        self.active.update({k: v for k, v in active.items() if isinstance(v, bool)})
 
     def on_changes(self, changes: list) -> None:
         self._update()

@@ -31,6 +31,19 @@ class HubCollector(Collector):
         self.hubs: dict[str, tuple[int, int]] = {}  # hub path -> (files, bytes)
         self.summaries: dict[str, str] = {}  # summary.md path -> digest
         self.archived: set[str] = set()
+        self._resumed = False  # restored from a saved state: what changed since is news
+
+    def state(self) -> dict | None:
+        return {"hubs": {h: list(s) for h, s in self.hubs.items()}, "summaries": dict(self.summaries),
+                "archived": sorted(self.archived)}
+
+    def restore(self, state: dict) -> None:
+        for hub, stats in (state.get("hubs") or {}).items():
+            if isinstance(stats, list) and len(stats) == 2:
+                self.hubs[hub] = (int(stats[0]), int(stats[1]))
+        self.summaries.update({p: d for p, d in (state.get("summaries") or {}).items() if isinstance(d, str)})
+        self.archived.update(str(a) for a in state.get("archived") or [])
+        self._resumed = True
 
     # ----------------------------------------------------------------- locating
 
@@ -126,11 +139,15 @@ class HubCollector(Collector):
                     self._refresh(rel, existing=True)
         archive = self.root / self._archive
         if archive.is_dir():
-            self.archived.update(p.name for p in archive.iterdir() if p.is_dir())
+            for name in sorted(p.name for p in archive.iterdir() if p.is_dir()):
+                if name not in self.archived and self._resumed:
+                    self.emit(InitiativeArchived(initiative=name, path=self._archive + name), None)
+                self.archived.add(name)
         active = self.root / "plans/active"
         if active.is_dir():
             for folder in active.iterdir():
-                self._check_summary(f"plans/active/{folder.name}/{SUMMARY}", f"plans/active/{folder.name}", folder.name, quiet=True)
+                path = f"plans/active/{folder.name}"
+                self._check_summary(f"{path}/{SUMMARY}", path, folder.name, quiet=not self._resumed)
 
     def on_changes(self, changes: list[Change]) -> None:
         hubs: dict[str, None] = {}

@@ -581,6 +581,10 @@ class LedgerTracker:
             self._last_parse = (text, parse_ledger(text))
         return self._last_parse[1]
 
+    def texts(self) -> dict[str, str]:
+        """The last accepted text of each path."""
+        return {path: state.text for path, state in self._states.items()}
+
     def items(self, path: str) -> dict[str, LedgerItem]:
         state = self._states.get(path)
         return dict(state.items) if state else {}
@@ -756,6 +760,15 @@ class LedgerCollector(Collector):
     def scan(self) -> None:
         for path in self.paths:
             self.refresh(path)
+
+    def state(self) -> dict[str, Any] | None:
+        return {"texts": self.tracker.texts()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Read each saved text again, silently: the next read emits only what changed since."""
+        for path, text in (state.get("texts") or {}).items():
+            if path in self.paths and isinstance(text, str):
+                self.tracker.update(path, text)
 
     def on_changes(self, changes: list[Any]) -> None:
         for path in touched_paths(changes, self.wants):

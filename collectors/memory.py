@@ -250,6 +250,14 @@ class MemoryCollector(Collector):
     def scan(self) -> None:
         self.refresh(initial=True)
 
+    def state(self) -> dict[str, Any] | None:
+        """The entries reported so far, by identity (heading, repeat)."""
+        return {"seen": {path: sorted(keys) for path, keys in self.tracker._seen.items()}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for path, keys in (state.get("seen") or {}).items():
+            self.tracker._seen[path] = {(str(k[0]), int(k[1])) for k in keys if isinstance(k, list) and len(k) == 2}
+
     def on_changes(self, changes: list[Any]) -> None:
         if touched_paths(changes, self.wants):
             self.refresh()

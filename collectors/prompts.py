@@ -106,8 +106,16 @@ class PromptCollector(Collector):
         return self._pattern is not None and self._pattern.match(path) is not None
 
     def scan(self) -> None:
-        for path in self._existing():
+        # Known prompts too: one deleted while a restored collector was down is a change.
+        for path in dict.fromkeys(self._existing() + self.tracker.known()):
             self.refresh(path)
+
+    def state(self) -> dict[str, Any] | None:
+        return {"texts": dict(self.tracker._texts)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        texts = state.get("texts") or {}
+        self.tracker._texts.update({p: t for p, t in texts.items() if isinstance(t, str) and self.wants(p)})
 
     def on_changes(self, changes: list[Any]) -> None:
         for path in touched_paths(changes, self.wants):

@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import zmq
 from pydantic import ValidationError
@@ -90,6 +90,9 @@ class Publisher:
         self.sent = 0  # events handed to the socket (resends not counted)
         self.dropped = 0  # events lost for good (spool overflow)
         self.acked = 0  # highest seq the receiver has stored, all before it too
+        # Which store acknowledges (Receiver.store_token): a collector's saved state is
+        # only trusted by the store that holds the events it describes.
+        self.store_token: str | None = None
         self.resent = 0
         self._unacked: OrderedDict[int, bytes] = OrderedDict()
         self._last_progress = time.monotonic()
@@ -155,11 +158,12 @@ class Publisher:
                 frames = self._socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if len(frames) == 2 and frames[0] == b"ack":
+            if len(frames) in (2, 3) and frames[0] == b"ack":
                 try:
                     acked = int(frames[1])
                 except ValueError:
                     continue
+                self.store_token = frames[2].decode("utf-8", "replace") if len(frames) == 3 else ""
                 if acked > self.acked:
                     self.acked = acked
                     self._last_progress = time.monotonic()
@@ -214,6 +218,9 @@ class StreamState:
     sender_dropped: int = 0
     holes: set[int] = field(default_factory=set)  # seqs skipped over, still expected (resends)
     identity: bytes | None = None  # the sender's socket, for acknowledgements
+    # Up to this seq the store may hold the events already (Receiver.resume); whether it
+    # holds each one is asked of the store, since it may have stored later ones before a hole.
+    resumed_through: int = 0
 
     @property
     def stored_through(self) -> int:
@@ -269,7 +276,10 @@ class Receiver:
         self.seq = 0
         self.streams: dict[tuple[str, str, str], StreamState] = {}
         self.counters = BusCounters()
+        # repo -> the identity of the store that keeps its events, sent with every ack.
+        self.store_token: Callable[[str], str] | None = None
         self._touched: set[tuple[str, str, str]] = set()
+        self._stored: Callable[[Envelope], bool] | None = None
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
 
@@ -385,6 +395,10 @@ class Receiver:
                         )
                     )
                 return warnings, True
+            if env.seq <= state.resumed_through and self._stored is not None and not isinstance(env.payload, Heartbeat):
+                if not self._stored(env):  # a hole the last run left in the store
+                    self.counters.refilled += 1
+                    return warnings, True
             self.counters.duplicates += 1  # already stored: a resend after a restart
             return warnings, False
         expected = state.last_seq + 1
@@ -424,11 +438,20 @@ class Receiver:
                 )
         return warnings, True
 
-    def resume(self, positions: dict[tuple[str, str, str], int]) -> None:
-        """Start from what the store already holds, so resent events are recognised."""
+    def resume(
+        self, positions: dict[tuple[str, str, str], int], stored: Callable[[Envelope], bool] | None = None
+    ) -> None:
+        """Start from what the store already holds, so resent events are recognised.
+
+        `positions` are each stream's highest stored seq. A run killed while a gap was
+        being refilled stored events past the gap's holes; with `stored` (whether the
+        store holds an event) a resend at or below the position is taken unless stored.
+        """
+        self._stored = stored
         for (repo, source, stream), seq in positions.items():
             state = self.streams.setdefault((repo, source, stream), StreamState(repo, source, stream))
             state.last_seq = max(state.last_seq, seq)
+            state.resumed_through = max(state.resumed_through, seq)
             state.silent_reported = True  # not heard from in this run yet: not "silent" either
 
     def acknowledge(self) -> None:
@@ -440,8 +463,12 @@ class Receiver:
             state = self.streams.get(key)
             if state is None or state.identity is None:
                 continue
+            frames = [state.identity, b"ack", str(state.stored_through).encode()]
+            token = self.store_token(state.repo) if self.store_token is not None else ""
+            if token:
+                frames.append(token.encode("utf-8"))
             try:
-                self._socket.send_multipart([state.identity, b"ack", str(state.stored_through).encode()], zmq.NOBLOCK)
+                self._socket.send_multipart(frames, zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # the sender is gone; it resends on its own when it comes back
         self._touched.clear()

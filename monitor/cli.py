@@ -110,7 +110,7 @@ class Monitor:
             endpoint, sinks, settings, context=context, scorer=_make_scorer(settings, self.store), on_error=_err, keys=keys
         )
         # Events a restarted collector sends again are recognised as already stored.
-        self.server.receiver.resume(self.store.stream_positions())
+        self.server.receiver.resume(self.store.stream_positions(), stored=self.store.holds)
 
     def start(self) -> "Monitor":
         self.server.start()

@@ -21,8 +21,13 @@ from monitor import __version__
 from monitor.bus import Publisher, Receiver, new_stream_id
 from monitor.config import Settings
 from monitor.events import CollectorStarted, Envelope, Warning
+from monitor.resume import Checkpoints, Saved, StateFolder
 
 StreamKey = tuple[str, str, str]
+# A sink that failed is tried again this often.
+_RETRY_SECONDS = 1.0
+# While a sink fails, the server holds at most this many batches before it stops receiving.
+_BACKLOG_BATCHES = 20
 
 
 class Sink(Protocol):
@@ -79,6 +84,14 @@ class Server:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.written = 0
+        self._backlog: dict[int, list[Envelope]] = {}  # sink index -> events it has not taken yet
+        self._failing: dict[int, tuple[float, str, int]] = {}  # sink index -> (since, error, waiting)
+        self._retry_at = 0.0
+        for sink in self.sinks:
+            token = getattr(sink, "store_token", None)
+            if token is not None:
+                self.receiver.store_token = token
+                break
 
     @property
     def endpoint(self) -> str:
@@ -124,22 +137,78 @@ class Server:
         return out
 
     def _flush(self, pending: list[Envelope]) -> None:
-        if not pending:
-            return
-        for sink in self.sinks:
-            try:
-                sink.write(pending)
-            except Exception as exc:
-                # The batch stays in the other sinks; say loudly that this one failed.
-                self.on_error(f"sink {type(sink).__name__} failed to write {len(pending)} events: {exc!r}")
-                raise
+        """Hand `pending` to every sink. A sink that fails keeps what it has not taken
+        (its backlog) and is retried; nothing is acknowledged to the collectors until
+        every sink has everything, so a full disk delays events but never loses them."""
+        problems = self._write_all(pending)
         self.written += len(pending)
+        self._retry_at = time.monotonic() + _RETRY_SECONDS
+        if problems:
+            # Said to every sink now (the live view shows it); a failing store takes it
+            # with its backlog once it can write again.
+            self._write_all(problems)
+
+    def _write_all(self, pending: list[Envelope]) -> list[Envelope]:
+        """Write backlog + `pending` to each sink; the warnings about sinks that failed or recovered."""
+        problems: list[Envelope] = []
+        for i, sink in enumerate(self.sinks):
+            backlog = self._backlog.pop(i, None)
+            batch = backlog + pending if backlog else pending
+            if not batch:
+                continue
+            try:
+                sink.write(batch)
+            except Exception as exc:
+                self._backlog[i] = list(batch)
+                problems.extend(self._sink_failed(i, sink, exc))
+                continue
+            if i in self._failing:
+                problems.append(self._sink_recovered(i, sink, len(backlog or ())))
+        return problems
+
+    def _sink_failed(self, index: int, sink: Sink, exc: BaseException) -> list[Envelope]:
+        """Tell the user (stderr now, every sink as a warning) once per distinct failure."""
+        name = type(sink).__name__
+        waiting = len(self._backlog.get(index, ()))
+        text = f"{type(exc).__name__}: {exc}"
+        first = self._failing.get(index)
+        if first is not None and first[1] == text:
+            return []
+        self._failing[index] = (first[0] if first else time.monotonic(), text, waiting)
+        message = (
+            f"sink {name} cannot write ({text}); {waiting} event(s) wait in memory and are retried every "
+            f"{_RETRY_SECONDS:.0f} s, and collectors keep what is not yet stored (nothing is lost)"
+        )
+        self.on_error(message)
+        return [self._warning_envelope("*", "sink_write_failed", message, sink=name, error=text, waiting=waiting)]
+
+    def _sink_recovered(self, index: int, sink: Sink, written: int) -> Envelope:
+        since, text, _ = self._failing.pop(index)
+        name = type(sink).__name__
+        message = (
+            f"sink {name} writes again after {time.monotonic() - since:.0f} s ({text}); "
+            f"the {written} event(s) that waited are stored"
+        )
+        self.on_error(message)
+        return self._warning_envelope("*", "sink_write_recovered", message, sink=name, error=text, written=written)
+
+    def _warning_envelope(self, repo: str, code: str, message: str, **detail: Any) -> Envelope:
+        self._seq += 1
+        return Envelope(repo=repo, source="scorer", stream=self._stream, seq=self._seq, payload=Warning(code=code, message=message, detail=detail))
+
+    @property
+    def backlog(self) -> int:
+        """Events some sink has not taken yet (waiting for a retry)."""
+        return max((len(b) for b in self._backlog.values()), default=0)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until `stop` is set, then write what is still waiting."""
         stop = stop or self._stop
         flush_s = self.settings.store.flush_ms / 1000.0
         batch_size = self.settings.store.batch_size
+        # While a sink cannot write, take in no more than this: the rest waits in the
+        # collectors' spools, where it is resent once acknowledgements resume.
+        backlog_cap = batch_size * _BACKLOG_BATCHES
         pending: list[Envelope] = []
         first_pending = 0.0
         next_tick = time.monotonic() + 1.0
@@ -148,7 +217,13 @@ class Server:
             now = time.monotonic()
             wait = flush_s if not pending else max(0.0, first_pending + flush_s - now)
             wait = min(wait, max(0.0, next_tick - now))
-            received = self.receiver.poll(int(wait * 1000) if not stopping else 50, max_messages=batch_size)
+            if self._backlog:
+                wait = min(wait, max(0.0, self._retry_at - now))
+            if self.backlog + len(pending) >= backlog_cap and not stopping:
+                time.sleep(wait)
+                received = []
+            else:
+                received = self.receiver.poll(int(wait * 1000) if not stopping else 50, max_messages=batch_size)
             if received:
                 if not pending:
                     first_pending = time.monotonic()
@@ -163,10 +238,19 @@ class Server:
             if pending and (len(pending) >= batch_size or now - first_pending >= flush_s or stopping):
                 self._flush(pending)
                 pending = []
-            if not pending:
+            elif self._backlog and now >= self._retry_at:
+                self._flush([])
+            if not pending and not self._backlog:
                 self.receiver.acknowledge()  # everything received is written
             if stopping and not received:
                 break
+        if self._backlog:
+            self._flush([])  # one last try
+        if self._backlog:
+            self.on_error(
+                f"{self.backlog} event(s) could not be stored before stopping; collectors still running "
+                "keep them and send them again to the next server"
+            )
 
     def start(self) -> "Server":
         self._thread = threading.Thread(target=self._run_guarded, name="loopmon-server", daemon=True)
@@ -222,8 +306,49 @@ def default_collector_classes() -> list[type]:
     return classes
 
 
+class Guarded:
+    """A collector as the watcher and the start-up scan call it: one call at a time, and
+    its state captured (monitor/resume.py) after each call that emitted something."""
+
+    def __init__(self, collector: Any, publisher: Publisher, checkpoints: Checkpoints | None) -> None:
+        self.collector = collector
+        self.name = collector.name
+        self.publisher = publisher
+        self.checkpoints = checkpoints
+        self._lock = threading.Lock()
+        self._sent = -1  # the publisher's count at the last capture; -1: capture the first call
+
+    def wants(self, path: str) -> bool:
+        return self.collector.wants(path)
+
+    def on_changes(self, changes: list[Any]) -> None:
+        self._call(self.collector.on_changes, changes)
+
+    def tick(self, now: datetime) -> None:
+        self._call(self.collector.tick, now)
+
+    def scan(self) -> None:
+        self._call(self.collector.scan)
+
+    def _call(self, method: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            method(*args)
+            if self.checkpoints is not None and self.publisher.sent != self._sent:
+                # Taken under the lock, after the call: the state is never ahead of what
+                # was handed to the publisher, whose numbers go up to `seq` now.
+                self._sent = self.publisher.sent
+                state = self.collector.state()
+                if state is not None:
+                    self.checkpoints.capture(self.publisher.seq, state)
+
+
 class CollectorSet:
-    """Every collector of one repo, each with its own publisher (its own numbered stream)."""
+    """Every collector of one repo, each with its own publisher (its own numbered stream).
+
+    Collectors resume (monitor/resume.py): what each has published and the store has
+    acknowledged is saved under `watch.state_dir`, and a restarted set restores it
+    before scanning, so it emits only what changed while it was down.
+    """
 
     def __init__(
         self,
@@ -247,12 +372,18 @@ class CollectorSet:
         self.publishers: dict[str, Publisher] = {}
         self.collectors = []
         self._own = self._publisher("loopmon")
+        state_dir = settings.watch.state_dir
+        self.states = StateFolder(self.root / state_dir) if state_dir else None
+        self.guarded: list[Guarded] = []
         for cls in collector_classes if collector_classes is not None else default_collector_classes():
             pub = self._publisher(cls.name)
-            self.collectors.append(cls(self.root, settings, pub.publish))
+            collector = cls(self.root, settings, pub.publish)
+            self.collectors.append(collector)
+            self.guarded.append(Guarded(collector, pub, Checkpoints() if self.states is not None else None))
         self.watcher = RepoWatcher(
-            self.root, self.collectors, debounce_ms=settings.watch.debounce_ms, on_error=self._collector_failed
+            self.root, self.guarded, debounce_ms=settings.watch.debounce_ms, on_error=self._collector_failed
         )
+        self._unsaved: str | None = None  # the last state-saving error reported
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -270,17 +401,80 @@ class CollectorSet:
             )
         )
 
+    def _warn(self, code: str, message: str, **detail: Any) -> None:
+        self._own.publish(Warning(code=code, message=message, detail=detail))
+
+    def _load_saved(self) -> dict[str, Saved]:
+        saved: dict[str, Saved] = {}
+        if self.states is None:
+            return saved
+        for g in self.guarded:
+            try:
+                found = self.states.load(g.name)
+            except ValueError as exc:
+                self._warn("collector_state_unreadable", f"{exc}; collector {g.name} scans from scratch", collector=g.name)
+                continue
+            if found is not None:
+                saved[g.name] = found
+        return saved
+
+    def _store_token(self) -> str | None:
+        """Ask the store who it is (any acknowledgement says); None when it does not answer in time."""
+        self._own.heartbeat()
+        if not self._own.flush(self.settings.watch.resume_wait_seconds):
+            return None
+        return self._own.store_token
+
+    def _restore(self) -> None:
+        """Give each collector back what it published before, if the store answering holds it."""
+        saved = self._load_saved()
+        if not saved:
+            return
+        token = self._store_token()
+        if token is None:
+            self._warn(
+                "collector_state_unconfirmed",
+                f"the receiver did not answer within {self.settings.watch.resume_wait_seconds:g} s, so the saved "
+                "collector state cannot be matched to its store; collectors scan from scratch (commits made "
+                "while they were down are not read: `loopmon backfill` adds them)",
+                collectors=sorted(saved),
+            )
+            return
+        other = []
+        for g in self.guarded:
+            found = saved.get(g.name)
+            if found is None:
+                continue
+            if found.token != token:
+                other.append(g.name)
+                continue
+            try:
+                g.collector.restore(found.state)
+            except Exception as exc:
+                self._warn(
+                    "collector_state_unreadable",
+                    f"collector {g.name} could not take back its saved state ({exc!r}) and scans from scratch",
+                    collector=g.name,
+                )
+        if other:
+            self._warn(
+                "collector_state_other_store",
+                f"the saved state of {', '.join(other)} belongs to another store; they scan from scratch",
+                collectors=other,
+            )
+
     def start(self) -> "CollectorSet":
         from collectors.gitrepo import current_branch_and_head
 
+        self._restore()
         # Watch first, then scan, so nothing written during the scan is missed
         # (at worst it is read twice, and trackers emit only what changed).
         self.watcher.start()
-        for collector in self.collectors:
+        for g in self.guarded:
             try:
-                collector.scan()
+                g.scan()
             except Exception as exc:
-                self._collector_failed(collector.name, exc)
+                self._collector_failed(g.name, exc)
         # Said last: from here on every change is collected.
         branch, head = current_branch_and_head(self.root)
         self._own.publish(
@@ -296,6 +490,30 @@ class CollectorSet:
         while not self._stop.wait(self.settings.bus.heartbeat_seconds):
             for pub in list(self.publishers.values()):
                 pub.heartbeat()
+            self.save_states()
+
+    def save_states(self) -> None:
+        """Save each collector's newest state whose events the store has all acknowledged."""
+        if self.states is None:
+            return
+        for g in self.guarded:
+            token = g.publisher.store_token
+            if token is None or g.checkpoints is None:
+                continue  # no acknowledgement yet: nothing is known stored
+            state = g.checkpoints.due(g.publisher.acked)
+            if state is None:
+                continue
+            try:
+                self.states.save(g.name, token, state)
+            except (OSError, TypeError, ValueError) as exc:
+                if str(exc) != self._unsaved:
+                    self._unsaved = str(exc)
+                    self._warn(
+                        "collector_state_unsaved",
+                        f"collector {g.name} cannot save its state in {self.states.folder}: {exc}; "
+                        "after a restart it would scan from an older state (nothing is lost, some events come again)",
+                        collector=g.name,
+                    )
 
     def positions(self) -> dict[StreamKey, int]:
         return {(p.repo, p.source, p.stream): p.seq for p in self.publishers.values()}
@@ -313,6 +531,7 @@ class CollectorSet:
         for pub in self.publishers.values():
             pub.heartbeat(final=True)
         self.flush()
+        self.save_states()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the receiver has stored everything sent so far."""

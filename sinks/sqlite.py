@@ -30,7 +30,7 @@ import sqlite_utils
 
 from monitor.config import StoreSettings
 from monitor.events import Alert, Envelope, Warning, digest
-from sinks.store_facts import Restatements
+from sinks.store_facts import Restatements, fact_of
 from sinks.store_schema import StoreError, migrate
 
 # Payload kinds the scorer produces: not input to a rebuilt scorer.
@@ -458,6 +458,7 @@ class SqliteSink:
         self.db = open_store(self.path)
         self.conn = self.db.conn
         self._lock = threading.RLock()
+        self._tokens: dict[str, str] = {}
 
     # ------------------------------------------------------------------ writing
 
@@ -563,6 +564,33 @@ class SqliteSink:
         with self._lock:
             return {(r, s, st): seq for r, s, st, seq in
                     self.conn.execute("SELECT repo, source, stream, last_seq FROM streams")}
+
+    def holds(self, env: Envelope) -> bool:
+        """Whether this event is stored already (or was recognised as restating stored state)."""
+        with self._lock:
+            if self.conn.execute("SELECT 1 FROM events WHERE key = ?", (event_key(env),)).fetchone():
+                return True
+            fact = fact_of(env)
+            if fact is None:
+                return False
+            row = self.conn.execute("SELECT digest FROM facts WHERE repo = ? AND entity = ?", (env.repo, fact[0])).fetchone()
+            return row is not None and row[0] == fact[1]
+
+    def store_token(self, repo: str) -> str:
+        """This store's identity for `repo`: the repo's id and when this store first heard of it.
+
+        Sent with every acknowledgement, so a collector trusts the state it saved only
+        when the store answering is the one that holds the events that state describes
+        (not a fresh or replaced database).
+        """
+        token = self._tokens.get(repo)
+        if token is None:
+            with self._lock:
+                row = self.conn.execute("SELECT first_seen FROM repos WHERE id = ?", (repo,)).fetchone()
+            if row is None or row[0] is None:
+                return ""
+            token = self._tokens[repo] = f"{repo}@{row[0]}"
+        return token
 
     def counts(self) -> dict[str, int]:
         """Rows per table: a quick look at what the store holds."""
