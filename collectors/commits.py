@@ -334,6 +334,8 @@ def backfill(
         progress(0, len(shas))
     objects = ObjectReader(root)
     try:
+        if len(shas) > _BATCH:
+            objects.preload_sizes()
         builder = CommitBuilder(settings, objects)
         return _emit_commits(
             _reader(root, settings, builder),

@@ -16,6 +16,7 @@ Symbols and test functions are `path::Qual.name`; a scorer matches them against
 from __future__ import annotations
 
 import bisect
+import functools
 import builtins
 import hashlib
 import keyword
@@ -247,7 +248,7 @@ class PythonView:
         `base`: the outline of this file's previous version, whose lines before
         `same_before` are unchanged. Its outline up to the last def/class starting
         before them is reused, and only the rest is read again."""
-        if upto is not None and upto >= 0:
+        if upto is not None and upto >= 0 and source.count("\n") > upto + 1:
             head = source.split("\n", upto + 1)
             if len(head) > upto + 1:
                 source = source[: sum(map(len, head[: upto + 1])) + upto + 1]
@@ -464,17 +465,22 @@ def consumed_names(text: str, names: Iterable[str]) -> set[str]:
     names = [n for n in dict.fromkeys(names) if n]
     if not names or not text:
         return set()
-    alternation = "|".join(re.escape(n) for n in names)
-    pattern = re.compile(
-        rf"\.({alternation})\b(?!\s*=[^=])|\bgetattr\s*\([^,()]+,\s*['\"]({alternation})['\"]"
-        rf"|\[\s*['\"]({alternation})['\"]\s*\](?!\s*=[^=])|\.get\s*\(\s*['\"]({alternation})['\"]"
-    )
+    pattern = _reads_of(tuple(names))
     found: set[str] = set()
     for match in pattern.finditer(text):
         found.add(next(g for g in match.groups() if g))
         if len(found) == len(names):
             break
     return found
+
+
+@functools.lru_cache(maxsize=512)
+def _reads_of(names: tuple[str, ...]) -> re.Pattern[str]:
+    alternation = "|".join(re.escape(n) for n in names)
+    return re.compile(
+        rf"\.({alternation})\b(?!\s*=[^=])|\bgetattr\s*\([^,()]+,\s*['\"]({alternation})['\"]"
+        rf"|\[\s*['\"]({alternation})['\"]\s*\](?!\s*=[^=])|\.get\s*\(\s*['\"]({alternation})['\"]"
+    )
 
 
 class EvidenceExtractor:
@@ -518,7 +524,7 @@ class EvidenceExtractor:
         asserts_added = asserts_removed = weakening = 0
         used_ast = False
         production_added: list[str] = []
-        blobs_read: list[str] = []
+        blobs_read: list[bytes] = []
 
         for changed in files:
             diff = changed.diff
@@ -540,7 +546,7 @@ class EvidenceExtractor:
                 # A Python file seen only through git's hunk context: too big, or its blob is missing.
                 truncated = True
             if changed.blob is not None and not is_test:
-                blobs_read.append(_text(changed.blob))
+                blobs_read.append(changed.blob)
 
             file_asserts_added = file_asserts_removed = 0
             for hunk in diff.hunks:
@@ -588,10 +594,10 @@ class EvidenceExtractor:
         flag_list = flags.list()
         consumed = consumed_names("\n".join(production_added), flag_list)
         remaining = [f for f in flag_list if f not in consumed]
-        for text in blobs_read:
+        for blob in blobs_read:
             if not remaining:
                 break
-            consumed |= consumed_names(text, remaining)
+            consumed |= consumed_names(_text(blob), remaining)
             remaining = [f for f in flag_list if f not in consumed]
         # Reads of config-like receivers in this commit's added lines, whatever commit
         # added the flag: the scorer joins them over the iteration.

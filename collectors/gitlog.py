@@ -760,6 +760,7 @@ class ObjectReader:
         self._batch: subprocess.Popen[bytes] | None = None
         self._check: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._known_sizes: dict[str, int] = {}
 
     def _open(self, option: str) -> subprocess.Popen[bytes]:
         try:
@@ -775,7 +776,43 @@ class ObjectReader:
 
     def sizes(self, oids: Sequence[str]) -> dict[str, int | None]:
         """Object sizes in bytes; None for an object that is missing."""
-        return self._ask("_check", "--batch-check", oids, self._read_size)  # type: ignore[return-value]
+        known = self._known_sizes
+        if not known:
+            return self._ask("_check", "--batch-check", oids, self._read_size)  # type: ignore[return-value]
+        out: dict[str, int | None] = {}
+        unknown: list[str] = []
+        for oid in oids:
+            size = known.get(oid)
+            if size is None:
+                unknown.append(oid)
+            else:
+                out[oid] = size
+        if unknown:
+            out.update(self._ask("_check", "--batch-check", unknown, self._read_size))  # type: ignore[arg-type]
+        return out
+
+    def preload_sizes(self, limit: int = 500_000) -> bool:
+        """Learn every object's size in one go (a replay asks for most of them) when the repo is small enough."""
+        counts = run_git(self.root, ["count-objects", "-v"])
+        total = 0
+        for line in counts.stdout.decode("ascii", "replace").splitlines():
+            key, _, value = line.partition(":")
+            if key in ("count", "in-pack") and value.strip().isdigit():
+                total += int(value)
+        if counts.returncode != 0 or total > limit:
+            return False
+        listing = run_git(
+            self.root, ["cat-file", "--batch-all-objects", "--unordered", "--batch-check=%(objectname) %(objectsize)"]
+        )
+        if listing.returncode != 0:
+            return False
+        sizes: dict[str, int] = {}
+        for line in listing.stdout.decode("ascii", "replace").splitlines():
+            oid, _, size = line.partition(" ")
+            if size.isdigit():
+                sizes[oid] = int(size)
+        self._known_sizes = sizes
+        return True
 
     def contents(self, oids: Sequence[str]) -> dict[str, bytes | None]:
         """Blob contents; None for an object that is missing (or not a blob)."""
