@@ -237,3 +237,17 @@ def test_rev_list_puts_parents_before_children_across_branches(repo: GitRepo) ->
     order = rev_list(repo.root, [merge])
     assert order[0] == base and order[-1] == merge and set(order) == {base, side, main, merge}
     assert rev_list(repo.root, [merge], [main]) == [side, merge]
+
+
+def test_sizes_learnt_up_front_agree_with_asking_one_by_one(repo: GitRepo) -> None:
+    sha = repo.commit("c", {"a.txt": "hello\n", "big.bin": b"\x00" * 5000})
+    oids = [repo.git("rev-parse", f"{sha}:{name}") for name in ("a.txt", "big.bin")] + ["2" * 40]
+    asked, preloaded = ObjectReader(repo.root), ObjectReader(repo.root)
+    try:
+        assert preloaded.preload_sizes()
+        assert preloaded._check is None  # nothing asked yet
+        assert preloaded.sizes(oids) == asked.sizes(oids) == {oids[0]: 6, oids[1]: 5000, oids[2]: None}
+        assert not ObjectReader(repo.root).preload_sizes(limit=1)  # too many objects: asked as needed
+    finally:
+        asked.close()
+        preloaded.close()
