@@ -109,7 +109,7 @@ class HubCollector(Collector):
             return
         self.summaries[rel] = d
         if not quiet:
-            self.emit(HubSummaryChanged(path=hub, initiative=initiative, excerpt=text[:EXCERPT_CHARS]), None)
+            self.emit(HubSummaryChanged(path=hub, initiative=initiative, excerpt=text[:EXCERPT_CHARS], digest=d), None)
 
     def _refresh(self, hub: str, existing: bool = False) -> None:
         stats = self._measure(hub)

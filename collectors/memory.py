@@ -220,7 +220,7 @@ class MemoryTracker:
         for key, entry in zip(entry_keys(entries), entries):
             if key not in seen:
                 seen.add(key)
-                new.append(entry)
+                new.append(entry.model_copy(update={"occurrence": key[1]}) if key[1] else entry)
         return new
 
 

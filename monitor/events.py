@@ -285,6 +285,9 @@ class MemoryEntry(_Model):
     action_type: str | None = None
     artifacts: str | None = None
     next_action: str | None = None
+    # How many earlier entries of the file have the same heading: two identical entries
+    # under one heading (two turns in the same second) are two entries.
+    occurrence: int = 0
 
 
 class BatonChanged(_Model):
@@ -324,6 +327,7 @@ class HubSummaryChanged(_Model):
     path: str
     initiative: str | None = None
     excerpt: str = ""
+    digest: str = ""  # of the whole summary: it can change past the excerpt
 
 
 class InitiativeArchived(_Model):

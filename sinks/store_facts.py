@@ -48,9 +48,10 @@ def fact_of(env: Envelope) -> tuple[str, str] | None:
     if k == "hub_updated":
         return f"hub:{p.path}", f"{p.files}:{p.bytes}"
     if k == "hub_summary_changed":
-        return f"hub_summary:{p.path}", digest(p.excerpt)
+        return f"hub_summary:{p.path}", p.digest or digest(p.excerpt)
     if k == "memory_entry":
-        return f"memory:{p.path}:{p.heading}", digest(p.model_dump_json())
+        entity = f"memory:{p.path}:{p.heading}" + (f"#{p.occurrence}" if p.occurrence else "")
+        return entity, digest(p.model_dump_json(exclude={"occurrence"}))
     if k == "initiative_archived":
         return f"archived:{p.initiative}", p.path
     if k == "git_state_changed":
