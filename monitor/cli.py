@@ -249,6 +249,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from collectors.commits import backfill
+    from collectors.gitlog import GitError
     from monitor.bus import Publisher
     from monitor.runtime import inproc_endpoint, repo_id_for
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -271,6 +272,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     try:
         with progress:
             count = backfill(repo, settings, publisher.publish, rev=args.rev, since=args.since, progress=advance)
+    except GitError as err:
+        raise UsageError(f"backfill of {repo}: {err}") from None
     finally:
         publisher.heartbeat(final=True)
         if not publisher.flush(timeout=60):
