@@ -61,12 +61,20 @@ def _db(args: argparse.Namespace, repo: Path | None, settings: Settings) -> Path
     return default_db_path(repo, settings)
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def stop_event(duration: float | None = None) -> threading.Event:
+    """An event set by Ctrl-C, SIGTERM, or (when given) after `duration` seconds."""
+    stop = threading.Event()
+
     def handler(signum: int, frame: Any) -> None:
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    if duration:
+        timer = threading.Timer(duration, stop.set)
+        timer.daemon = True  # a signal must not wait for the timer
+        timer.start()
+    return stop
 
 
 def _err(message: str) -> None:
@@ -121,8 +129,7 @@ class Monitor:
         if self.view is not None:
             self.view.run(stop)
         else:
-            while not stop.wait(0.2):
-                pass
+            stop.wait()
 
     def close(self) -> None:
         self.server.stop()
@@ -143,10 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     endpoint = inproc_endpoint()
     monitor = Monitor(settings, db, endpoint, context, headless=args.headless).start()
     collectors = CollectorSet(repo, settings, endpoint, context=context).start()
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    if args.duration:
-        threading.Timer(args.duration, stop.set).start()
+    stop = stop_event(args.duration)
     try:
         monitor.wait(stop)
     finally:
@@ -211,10 +215,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             monitor.close()
             raise UsageError(f"--metrics {args.metrics}: {err}") from None
         print(f"loopmon: metrics at {metrics.url}", file=sys.stderr, flush=True)
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    if args.duration:
-        threading.Timer(args.duration, stop.set).start()
+    stop = stop_event(args.duration)
     print(f"loopmon: serving {monitor.server.endpoint} into {db}", file=sys.stderr, flush=True)
     try:
         monitor.wait(stop)
@@ -232,14 +233,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
     settings = _settings(args)
     context = zmq.Context()
     collectors = CollectorSet(repo, settings, args.connect, context=context, keys=_keys(args, "collector")).start()
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    if args.duration:
-        threading.Timer(args.duration, stop.set).start()
+    stop = stop_event(args.duration)
     print(f"loopmon: collecting {repo} into {args.connect}", file=sys.stderr, flush=True)
     try:
-        while not stop.wait(0.2):
-            pass
+        stop.wait()
     finally:
         collectors.stop()
         collectors.close()
@@ -291,8 +288,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--scenario {args.scenario}: unknown; choose from {', '.join(SCENARIOS)}")
     repo = _repo(args, must_exist=False)
     repo.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
-    _stop_on_signals(stop)
+    stop = stop_event()
     sim = LoopSimulator(repo, scenario=args.scenario, seed=args.seed, pace=args.pace)
     turns = sim.run(args.iterations, stop=stop)
     print(f"loopmon: simulated {len(turns)} turns in {repo}")
@@ -309,14 +305,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     repo.mkdir()
     db = Path(args.db).expanduser() if args.db else workdir / "loopmon.db"
     sim = LoopSimulator(repo, scenario=args.scenario, seed=args.seed, pace=args.pace)
-    sim.init_repo() if hasattr(sim, "init_repo") else None
     context = zmq.Context()
     endpoint = inproc_endpoint()
     monitor = Monitor(settings, db, endpoint, context, headless=args.headless).start()
     collectors = CollectorSet(repo, settings, endpoint, context=context).start()
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    sim_done = threading.Event()
+    stop = stop_event()
 
     def play() -> None:
         try:
@@ -324,7 +317,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except Exception as exc:
             _err(f"the simulator stopped: {exc!r}")
         finally:
-            sim_done.set()
             # Let the last turn's events reach the store and the view before leaving.
             time.sleep(1.0)
             stop.set()
