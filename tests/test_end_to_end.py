@@ -124,6 +124,18 @@ def test_run_stores_every_commit_of_a_live_loop_once(tmp_path: Path) -> None:
     lines = [line for line in out.splitlines() if line.strip()]
     envelopes = [Envelope.from_wire(line) for line in lines]  # headless output is the wire schema, line by line
     assert {e.payload.sha for e in envelopes if e.kind == "commit"} == expected
+    # While an iteration is open its provisional scores move; then it is final.
+    scores: dict[int, list] = {}
+    for e in envelopes:
+        if e.kind == "iteration_scored":
+            scores.setdefault(e.payload.index, []).append(e.payload)
+    moving = [
+        idx
+        for idx, seen in scores.items()
+        if len({p.aggregate for p in seen if p.provisional}) >= 2 and not seen[-1].provisional
+    ]
+    assert moving, {idx: [(p.provisional, p.aggregate) for p in seen] for idx, seen in scores.items()}
+    assert all(p.reasons for seen in scores.values() for p in seen), "every score carries its reasons"
 
 
 def test_serve_and_collect_as_two_processes_over_ipc(tmp_path: Path) -> None:
