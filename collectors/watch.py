@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ class _Handler(FileSystemEventHandler):
         elif kind == "moved" and dest is None:  # moved out of the repo: a deletion
             kind = "deleted"
         assert src is not None
+        if src == "" and kind in ("deleted", "moved"):
+            self.watcher.root_lost()  # inotify stops watching a deleted folder: say so on the next tick
         if _dropped(src) and (dest is None or _dropped(dest)):
             return
         self.watcher.put(Change(src, kind, dest, event.is_directory))
@@ -75,6 +78,19 @@ class _Handler(FileSystemEventHandler):
 
 def _dropped(path: str) -> bool:
     return path in _DROPPED_EXACT or path.startswith(_DROPPED_PREFIXES)
+
+
+def completes_ref_update(change: Change) -> bool:
+    """git updates a ref by renaming its lock file over it: the commit is then readable.
+
+    Nothing git writes after that rename matters to a reader of refs, so the batch
+    holding it is dispatched at once instead of waiting out the debounce."""
+    dest = change.dest
+    return (
+        change.kind == "moved"
+        and dest is not None
+        and (dest.startswith(".git/refs/") or dest in (".git/HEAD", ".git/packed-refs"))
+    )
 
 
 class RepoWatcher:
@@ -105,6 +121,11 @@ class RepoWatcher:
         self._observer: Observer | None = None
         self._thread: threading.Thread | None = None
         self.dispatched = 0
+        # The repo folder itself going away ("gone") and coming back ("back", watched again).
+        self.on_root = on_root or (lambda state: None)
+        self._root_identity: tuple[int, int] | None = None
+        self._root_gone = False
+        self._root_lost = threading.Event()
 
     def relative(self, path: str | bytes) -> str | None:
         if isinstance(path, bytes):
@@ -121,13 +142,58 @@ class RepoWatcher:
         self._queue.put(change)
 
     def start(self) -> None:
+        self._root_identity = self._identity()
+        self._start_observer()
+        self._thread = threading.Thread(target=self._dispatch_loop, name="loopmon-watch", daemon=True)
+        self._thread.start()
+
+    def _start_observer(self) -> None:
         observer = Observer()
         observer.schedule(_Handler(self), str(self.root), recursive=True)
         observer.daemon = True
         observer.start()
         self._observer = observer
-        self._thread = threading.Thread(target=self._dispatch_loop, name="loopmon-watch", daemon=True)
-        self._thread.start()
+
+    def _identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the repo folder; None while it does not exist."""
+        try:
+            st = os.stat(self.root)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+    def root_lost(self) -> None:
+        """The observer saw the repo folder itself deleted or moved away."""
+        self._root_lost.set()
+
+    def check_root(self) -> None:
+        """Notice the repo folder going away and coming back, and watch it again when it does.
+
+        inotify drops the watch of a deleted folder, so a folder deleted and created
+        again (a re-clone) would otherwise never be heard from again."""
+        identity = self._identity()
+        lost = self._root_lost.is_set()
+        if identity is None:
+            if not self._root_gone:
+                self._root_gone = True
+                self.on_root("gone")
+            return
+        if not (self._root_gone or lost or identity != self._root_identity):
+            return
+        if not self._root_gone:
+            self.on_root("gone")  # deleted and recreated between two looks
+        self._root_lost.clear()
+        self._root_gone = False
+        self._root_identity = identity
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(5.0)
+        try:
+            self._start_observer()
+        except OSError:
+            self._root_gone = True  # gone again already: the next look tries once more
+            return
+        self.on_root("back")
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -141,7 +207,8 @@ class RepoWatcher:
     def _collect_batch(self, first: Change) -> list[Change]:
         batch = [first]
         deadline = time.monotonic() + self.debounce
-        while True:
+        settled = completes_ref_update(first)
+        while not settled:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -152,6 +219,7 @@ class RepoWatcher:
             if item is None:
                 break
             batch.append(item)
+            settled = completes_ref_update(item)
         # Whatever else is already waiting joins this batch: under a burst the
         # batches grow instead of the queue.
         while True:
@@ -175,7 +243,9 @@ class RepoWatcher:
             if first is not None:
                 self.dispatch(coalesce(self._collect_batch(first)))
             if time.monotonic() >= next_tick:
-                self.tick(datetime.now(timezone.utc))
+                self.check_root()
+                if not self._root_gone:  # nothing to look at while the folder is gone
+                    self.tick(datetime.now(timezone.utc))
                 next_tick = time.monotonic() + self.tick_seconds
 
     def dispatch(self, changes: list[Change]) -> None:

@@ -58,8 +58,10 @@ def inproc_endpoint() -> str:
 class Server:
     """Receives events, scores them, and hands batches to the sinks.
 
-    Batches are written at least every `store.flush_ms` and as soon as
-    `store.batch_size` events wait, so readers are never far behind.
+    A batch is written as soon as the socket has nothing more waiting: one event
+    alone is stored at once, and under load the batches grow by themselves (up to
+    `store.batch_size`), one transaction each. `store.flush_ms` bounds how long
+    anything waits in any case.
     """
 
     def __init__(
@@ -235,7 +237,10 @@ class Server:
                     first_pending = now
                 pending.extend(ticked)
                 next_tick = now + 1.0
-            if pending and (len(pending) >= batch_size or now - first_pending >= flush_s or stopping):
+            # Nothing more waiting on the socket: write now (latency), while a busy
+            # socket fills the batch first (throughput). A failing sink waits its retry.
+            drained = len(received) < batch_size and not self._backlog
+            if pending and (drained or len(pending) >= batch_size or now - first_pending >= flush_s or stopping):
                 self._flush(pending)
                 pending = []
             elif self._backlog and now >= self._retry_at:

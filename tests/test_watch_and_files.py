@@ -165,7 +165,8 @@ def test_a_real_conflicted_rebase_is_seen_and_its_end_too(repo: GitRepo) -> None
         repo.git("rebase", "main", check=False)
         assert got.wait_for(lambda p: p.kind == "git_state_changed" and p.active)
         repo.git("rebase", "--abort")
-        assert got.wait_for(lambda p: p.kind == "git_state_changed" and not p.active)
+        # HEAD is reattached before rebase-merge goes: wait for the rebase's own end.
+        assert got.wait_for(lambda p: p.kind == "git_state_changed" and p.state == "rebase-merge" and not p.active)
     finally:
         watcher.stop()
     states = [(p.state, p.active) for p in got.payloads if p.kind == "git_state_changed"]
