@@ -40,6 +40,11 @@ class Collector:
     def tick(self, now: datetime) -> None:
         """Periodic call (about once a second) for time-based checks."""
 
+    def rescan(self) -> None:
+        """Read everything again after the watch was lost (the repo folder deleted and
+        created again): emit what changed since the last read. Default: `scan`."""
+        self.scan()
+
     def state(self) -> dict[str, Any] | None:
         """What this collector has published so far, as JSON-able data (None: nothing to resume).
 

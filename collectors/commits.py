@@ -415,6 +415,11 @@ class CommitCollector(Collector):
                 self._tips = {f"{_KNOWN}{sha}": sha for sha in known_tips}
             self._apply(tips)
 
+    def rescan(self) -> None:
+        """After the repo folder was replaced: git's object reader reads the new one, then the tips are compared."""
+        self._objects.close()  # reopened on first use, in the folder as it is now
+        self.refresh()
+
     def refresh(self) -> None:
         """Compare the ref tips with the last ones and emit what changed."""
         with self._lock:

@@ -109,6 +109,7 @@ class RepoWatcher:
         debounce_ms: int = 20,
         tick_seconds: float = 1.0,
         on_error: Callable[[str, BaseException], None] | None = None,
+        on_root: Callable[[str], None] | None = None,
     ) -> None:
         self.root = Path(os.path.realpath(root))
         self._root_prefix = str(self.root) + os.sep

@@ -335,6 +335,9 @@ class Guarded:
     def scan(self) -> None:
         self._call(self.collector.scan)
 
+    def rescan(self) -> None:
+        self._call(self.collector.rescan)
+
     def _call(self, method: Callable[..., None], *args: Any) -> None:
         with self._lock:
             method(*args)
@@ -386,7 +389,11 @@ class CollectorSet:
             self.collectors.append(collector)
             self.guarded.append(Guarded(collector, pub, Checkpoints() if self.states is not None else None))
         self.watcher = RepoWatcher(
-            self.root, self.guarded, debounce_ms=settings.watch.debounce_ms, on_error=self._collector_failed
+            self.root,
+            self.guarded,
+            debounce_ms=settings.watch.debounce_ms,
+            on_error=self._collector_failed,
+            on_root=self._root_changed,
         )
         self._unsaved: str | None = None  # the last state-saving error reported
         self._stop = threading.Event()
@@ -405,6 +412,22 @@ class CollectorSet:
                 detail={"collector": name, "traceback": "".join(traceback.format_exception(exc))[-2000:]},
             )
         )
+
+    def _root_changed(self, state: str) -> None:
+        """The repo folder went away or came back (watcher thread): say so, and read it all again."""
+        if state == "gone":
+            self._warn(
+                "watch_root_gone",
+                f"{self.root} was deleted or moved away; loopmon waits for it to come back",
+                path=str(self.root),
+            )
+            return
+        self._warn("watch_root_back", f"{self.root} is back and watched again; reading it anew", path=str(self.root))
+        for g in self.guarded:
+            try:
+                g.rescan()
+            except Exception as exc:
+                self._collector_failed(g.name, exc)
 
     def _warn(self, code: str, message: str, **detail: Any) -> None:
         self._own.publish(Warning(code=code, message=message, detail=detail))

@@ -469,7 +469,8 @@ class SqliteSink:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # a full disk (SQLITE_FULL) has rolled it back already
+                self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
 
