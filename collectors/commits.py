@@ -489,11 +489,21 @@ class CommitCollector(Collector):
                 continue
             known = ref.startswith(_KNOWN)
             reason = "history rewritten" if ref in tips or known else "ref deleted"
-            for orphan in gone:
-                if orphan in self.orphaned:
-                    continue
+            left = [orphan for orphan in gone if orphan not in self.orphaned]
+            for orphan in left:
                 self.orphaned.add(orphan)
                 self.emit(CommitOrphaned(sha=orphan, ref=None if known else ref, reason=reason), None)
+            if left and reason == "history rewritten" and not known and ref != "HEAD":
+                # A force-push, reset or rebase: one warning a person sees, beside the per-commit events.
+                self.warn(
+                    "history_rewritten",
+                    f"{ref} was rewritten (force-push, reset or rebase): {len(left)} commit(s) it held are "
+                    f"no longer reachable; it moved from {sha[:12]} to {tips[ref][:12]}",
+                    ref=ref,
+                    old=sha,
+                    new=tips[ref],
+                    orphaned=len(left),
+                )
 
     def _existing(self, shas: list[str]) -> list[str]:
         if not shas:

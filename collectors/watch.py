@@ -55,6 +55,9 @@ class _Handler(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type == "events_lost":
+            self.watcher.events_lost()  # the kernel's queue overflowed: read everything again
+            return
         kind = _KINDS.get(event.event_type)
         if kind is None:
             return
@@ -122,11 +125,13 @@ class RepoWatcher:
         self._observer: Observer | None = None
         self._thread: threading.Thread | None = None
         self.dispatched = 0
-        # The repo folder itself going away ("gone") and coming back ("back", watched again).
+        # The repo folder itself going away ("gone") and coming back ("back", watched again),
+        # or file events dropped by the kernel ("lost"): the collectors read everything again.
         self.on_root = on_root or (lambda state: None)
         self._root_identity: tuple[int, int] | None = None
         self._root_gone = False
         self._root_lost = threading.Event()
+        self._events_lost = threading.Event()
 
     def relative(self, path: str | bytes) -> str | None:
         if isinstance(path, bytes):
@@ -163,6 +168,10 @@ class RepoWatcher:
             return None
         return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
+    def events_lost(self) -> None:
+        """The kernel dropped file events (its inotify queue overflowed under a flood)."""
+        self._events_lost.set()
+
     def root_lost(self) -> None:
         """The observer saw the repo folder itself deleted or moved away."""
         self._root_lost.set()
@@ -172,6 +181,9 @@ class RepoWatcher:
 
         inotify drops the watch of a deleted folder, so a folder deleted and created
         again (a re-clone) would otherwise never be heard from again."""
+        if self._events_lost.is_set():
+            self._events_lost.clear()
+            self.on_root("lost")
         identity = self._identity()
         lost = self._root_lost.is_set()
         if identity is None:

@@ -41,10 +41,16 @@ class Saved:
 
 
 class StateFolder:
-    """One JSON file per collector, replaced atomically (temporary file, fsync, rename)."""
+    """One JSON file per collector, replaced atomically (temporary file, fsync, rename).
 
-    def __init__(self, folder: str | Path) -> None:
+    With an `anchor` (the repo folder, when the state lives inside it) the folder is
+    only ever made below an existing anchor: saving must never recreate a repo folder
+    someone deleted, which would stand in the way of its re-clone.
+    """
+
+    def __init__(self, folder: str | Path, anchor: str | Path | None = None) -> None:
         self.folder = Path(folder)
+        self.anchor = Path(anchor) if anchor is not None else None
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.json"
@@ -65,8 +71,18 @@ class StateFolder:
             raise ValueError(f"{self.path(name)} is not a loopmon collector state (format {FORMAT})")
         return Saved(str(data.get("store", "")), data["state"])
 
+    def _make_folder(self) -> None:
+        if self.anchor is None or not self.folder.is_relative_to(self.anchor):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return
+        level = self.anchor
+        for part in self.folder.relative_to(self.anchor).parts:
+            level = level / part
+            level.mkdir(exist_ok=True)  # no `parents`: a missing anchor raises FileNotFoundError
+
     def save(self, name: str, token: str, state: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Raises OSError when it cannot (FileNotFoundError: the anchor is gone)."""
+        self._make_folder()
         data = json.dumps({"format": FORMAT, "collector": name, "store": token, "state": state}, ensure_ascii=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)
         try:

@@ -381,7 +381,7 @@ class CollectorSet:
         self.collectors = []
         self._own = self._publisher("loopmon")
         state_dir = settings.watch.state_dir
-        self.states = StateFolder(self.root / state_dir) if state_dir else None
+        self.states = StateFolder(self.root / state_dir, anchor=self.root) if state_dir else None
         self.guarded: list[Guarded] = []
         for cls in collector_classes if collector_classes is not None else default_collector_classes():
             pub = self._publisher(cls.name)
@@ -414,7 +414,7 @@ class CollectorSet:
         )
 
     def _root_changed(self, state: str) -> None:
-        """The repo folder went away or came back (watcher thread): say so, and read it all again."""
+        """The repo folder went away or came back, or file events were lost (watcher thread): say so, and read it all again."""
         if state == "gone":
             self._warn(
                 "watch_root_gone",
@@ -422,7 +422,16 @@ class CollectorSet:
                 path=str(self.root),
             )
             return
-        self._warn("watch_root_back", f"{self.root} is back and watched again; reading it anew", path=str(self.root))
+        if state == "lost":
+            self._warn(
+                "watch_events_lost",
+                "the kernel dropped file events (more changes at once than fs.inotify.max_queued_events); "
+                "the loop's files and refs are read again, but single working-tree changes of that moment "
+                "are not all reported",
+                path=str(self.root),
+            )
+        else:
+            self._warn("watch_root_back", f"{self.root} is back and watched again; reading it anew", path=str(self.root))
         for g in self.guarded:
             try:
                 g.rescan()
@@ -533,6 +542,8 @@ class CollectorSet:
                 continue
             try:
                 self.states.save(g.name, token, state)
+            except FileNotFoundError:
+                continue  # the repo folder is gone (the watcher says so); a later state is saved once it is back
             except (OSError, TypeError, ValueError) as exc:
                 if str(exc) != self._unsaved:
                     self._unsaved = str(exc)
