@@ -213,3 +213,41 @@ def test_binding_beyond_loopback_without_keys_is_refused() -> None:
 
     with pytest.raises(InsecureEndpoint, match="loopmon keys generate"):
         Receiver("tcp://0.0.0.0:0")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@hsettings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(["v", "repo", "source", "stream", "seq", "time", "payload", "kind", "path", "change", "extra"]),
+       value=json_values)
+def test_envelopes_with_one_field_gone_wrong_are_each_one_warning_or_one_event(
+    field: str, value: object, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Near-misses, not noise: a real envelope with one field replaced by any JSON value."""
+    import json
+
+    endpoint = f"ipc://{tmp_path_factory.mktemp('near')}/b.sock"
+    receiver = Receiver(endpoint)
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(endpoint)
+    good = Envelope(repo="loop", source="files", stream="s", seq=1, payload=FileChanged(path="a", change="created"))
+    data = json.loads(good.to_wire())
+    target = data["payload"] if field in ("kind", "path", "change") else data
+    target[field] = value
+    raw.send(json.dumps(data).encode())
+    after = Envelope(repo="loop", source="files", stream="s2", seq=1, payload=FileChanged(path="b", change="created"))
+    raw.send(after.to_wire())
+    got = drain(receiver, 2, timeout=5)
+    assert got[-1].stream == "s2", "the receiver goes on after whatever came before"
+    first = got[:-1]
+    assert len(first) <= 2 and all(e.kind in ("warning", "file_changed") for e in first)
+    problems = receiver.counters.malformed + receiver.counters.wrong_version
+    assert problems == sum(1 for e in first if e.kind == "warning" and e.payload.code.startswith("bus_"))
+    raw.close()
+    receiver.close()
