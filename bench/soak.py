@@ -141,6 +141,8 @@ def main() -> int:
     started = datetime.now(timezone.utc)
     wait_for_start(db, monitor)
     rss = [rss_kib(monitor.pid)]
+    began = time.monotonic()
+    by_minute: list[int | None] = [rss[0]]  # RSS at each whole minute: a creep shows as a slope
     stop = threading.Event()
     turns: list[int] = []
 
@@ -159,6 +161,8 @@ def main() -> int:
         if monitor.poll() is not None:
             break
         rss.append(rss_kib(monitor.pid))
+        if time.monotonic() - began >= 60 * len(by_minute):
+            by_minute.append(rss[-1])
     stop.set()
     player.join()
     alive = monitor.poll() is None
@@ -184,6 +188,8 @@ def main() -> int:
         "rss_kib_start": rss[0],
         "rss_kib_peak": max(r for r in rss if r is not None),
         "rss_kib_end": rss[-1],
+        "rss_kib_by_minute": by_minute,
+        "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
         **tally(db),
         "workdir": str(work),
     }
