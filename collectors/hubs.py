@@ -136,7 +136,7 @@ class HubCollector(Collector):
                 rel = Path(dirpath).relative_to(self.root).as_posix()
                 if self.hub_of(rel) == rel:
                     dirs[:] = []  # nothing below a hub is another hub
-                    self._refresh(rel, existing=True)
+                    self._refresh(rel, existing=not self._resumed)  # after a restart, a hub made meanwhile is new
         archive = self.root / self._archive
         if archive.is_dir():
             for name in sorted(p.name for p in archive.iterdir() if p.is_dir()):

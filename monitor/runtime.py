@@ -127,7 +127,8 @@ class Server:
         return Envelope(repo=repo, source="scorer", stream=self._stream, seq=self._seq, payload=Warning(code=code, message=message, detail=detail))
 
     def _tick(self) -> list[Envelope]:
-        out = self.receiver.check_silence()
+        # While a sink cannot write the server stops reading, so collectors are not silent.
+        out = self.receiver.check_silence() if not self._backlog else []
         if self.scorer is not None:
             now = datetime.now(timezone.utc)
             try:
