@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from monitor.keys import CollectorKeys, ServerKeys
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+# A publisher reads acknowledgements after this many events, or this long, at most.
+SERVICE_EVERY = 64
+SERVICE_SECONDS = 0.05
+_now = time.monotonic
 
 
 class InsecureEndpoint(Exception):
@@ -99,6 +103,8 @@ class Publisher:
         self._last_resend = 0.0
         self._resend: deque[int] = deque()
         self._blocked = False  # a send timed out: do not wait again until the receiver answers
+        self._last_service = 0.0
+        self._unserviced = 0  # events published since acknowledgements were last read
 
     def envelope(self, payload: Any, time: datetime | None = None) -> Envelope:
         """Number and wrap a payload (the caller holds the lock)."""
@@ -117,7 +123,11 @@ class Publisher:
             if not isinstance(payload, Heartbeat):
                 self.sent += 1
             ok = self._send(data)
-            self._service()
+            # Reading acknowledgements costs more than sending: in a burst, do it every
+            # SERVICE_EVERY events or SERVICE_SECONDS (and at once while blocked).
+            self._unserviced += 1
+            if self._blocked or self._unserviced >= SERVICE_EVERY or _now() - self._last_service >= SERVICE_SECONDS:
+                self._service()
             return ok
 
     def heartbeat(self, final: bool = False) -> bool:
@@ -153,6 +163,8 @@ class Publisher:
 
     def _service(self) -> None:
         """Read acknowledgements; resend everything unacknowledged when they stall."""
+        self._unserviced = 0
+        self._last_service = time.monotonic()
         while True:
             try:
                 frames = self._socket.recv_multipart(zmq.NOBLOCK)

@@ -478,6 +478,11 @@ PAYLOAD_KINDS: tuple[str, ...] = tuple(
 class Envelope(_Model):
     """One event on the bus: where it came from, when, and its payload."""
 
+    # The bytes `from_wire` read this envelope from: a slot, not a field (never
+    # serialised, not carried by model_copy). An envelope read from the wire is stored
+    # as it came (`json_text`) instead of being serialised a second time.
+    __slots__ = ("_received",)
+
     v: int = SCHEMA_VERSION
     repo: str
     source: str  # collector name: commits, files, ledger, ..., scorer, bus
@@ -506,7 +511,17 @@ class Envelope(_Model):
 
     @classmethod
     def from_wire(cls, data: bytes | str) -> "Envelope":
-        return cls.model_validate_json(data)
+        env = cls.model_validate_json(data)
+        object.__setattr__(env, "_received", data)
+        return env
+
+    def json_text(self) -> str:
+        """This envelope's JSON: the text it was read from (validated then), else serialised now."""
+        try:
+            data = object.__getattribute__(self, "_received")
+        except AttributeError:
+            return self.model_dump_json()
+        return data.decode("utf-8") if isinstance(data, bytes) else data
 
 
 _payload_adapter: TypeAdapter[Any] = TypeAdapter(Payload)

@@ -110,12 +110,21 @@ class Server:
         if self.scorer is None:
             return envs
         out: list[Envelope] = []
+        last: dict[str, Envelope] = {}  # each repo's last event in the batch
         for env in envs:
             out.append(env)
+            last[env.repo] = env
             try:
-                out.extend(self._derived(env, self.scorer.process(env)))
+                # Provisional scores once per batch (settle), not once per event: under
+                # load a batch holds many events of one open iteration.
+                out.extend(self._derived(env, self.scorer.process(env, defer=True)))
             except Exception as exc:  # a scoring bug must not lose the event itself
                 out.append(self._internal_warning(env.repo, "scorer_error", f"scorer failed on a {env.kind} event: {exc!r}", exc))
+        try:
+            for repo, payload in self.scorer.settle():
+                out.extend(self._derived(last[repo], [payload]))
+        except Exception as exc:
+            out.append(self._internal_warning("*", "scorer_error", f"scorer failed to settle a batch: {exc!r}", exc))
         return out
 
     def _internal_warning(self, repo: str, code: str, message: str, exc: BaseException | None = None) -> Envelope:

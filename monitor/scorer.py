@@ -83,11 +83,17 @@ class Scorer:
         self._raised: set[str] = set()  # "repo/key", and bare keys handed to restore
         self._silent = False
         self._stamp = re.compile(settings.files.hub_stamp_pattern)
+        self._deferred: set[str] = set()  # repos whose provisional score waits for `settle`
 
     # ----------------------------------------------------------------- public
 
-    def process(self, env: Envelope) -> list[Any]:
-        """Score one input event; returns the derived payloads (scores, dwell, alerts)."""
+    def process(self, env: Envelope, *, defer: bool = False) -> list[Any]:
+        """Score one input event; returns the derived payloads (scores, dwell, alerts).
+
+        `defer`: leave the open iteration's provisional score to `settle`, so a batch
+        of events rescores it once instead of once per event. Final scores, dwell and
+        alerts still come with the event that causes them.
+        """
         kind = env.kind
         if kind in OWN_KINDS:
             if isinstance(env.payload, Alert):
@@ -105,9 +111,25 @@ class Scorer:
         self._setup_opened(st)
         backfill = isinstance(env.payload, Commit) and env.payload.backfill
         if st.dirty and not self._silent and (not backfill or self._worth_emitting(st)):
-            st.dirty = False
-            self._emit_open(st, out)
+            if defer:
+                self._deferred.add(env.repo)
+            else:
+                st.dirty = False
+                self._emit_open(st, out)
         return self._filter(env.repo, out, not backfill)
+
+    def settle(self) -> list[tuple[str, Any]]:
+        """The provisional scores `process(defer=True)` left waiting, as (repo, payload): one per repo."""
+        out: list[tuple[str, Any]] = []
+        for repo in sorted(self._deferred):
+            st = self._repos[repo]
+            if st.dirty and not self._silent:
+                st.dirty = False
+                scored: list[Any] = []
+                self._emit_open(st, scored)
+                out.extend((repo, p) for p in scored)
+        self._deferred.clear()
+        return out
 
     @staticmethod
     def _worth_emitting(st: RepoState) -> bool:

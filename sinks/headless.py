@@ -16,7 +16,7 @@ class JsonLinesSink:
         self.heartbeats = heartbeats
 
     def write(self, batch: list[Envelope]) -> None:
-        lines = [env.model_dump_json() for env in batch if self.heartbeats or env.kind != "heartbeat"]
+        lines = [env.json_text() for env in batch if self.heartbeats or env.kind != "heartbeat"]
         if lines:
             self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ _STATE_KINDS = frozenset({"iteration_scored", "dwell_changed"})
 TABLES = ("repos", "events", "streams", "commits", "commit_files", "iterations", "dwell", "alerts",
           "ledger_items", "ledger_changes", "hubs", "briefs", "facts")
 _IN_CHUNK = 500  # stays under SQLite's host-parameter limit
+_ZERO = timedelta(0)
 
 
 # --------------------------------------------------------------------------- values
@@ -51,7 +52,7 @@ def iso(dt: datetime | None) -> str | None:
     """A timestamp as sortable UTC ISO-8601 text (naive times are taken as UTC)."""
     if dt is None:
         return None
-    if dt.tzinfo is timezone.utc:
+    if dt.tzinfo is timezone.utc or (dt.tzinfo is not None and dt.utcoffset() == _ZERO):
         return dt.isoformat(timespec="microseconds")
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
@@ -406,26 +407,53 @@ _STREAM_SQL = """INSERT INTO streams (repo, source, stream, last_seq, events, fi
  interval = coalesce(excluded.interval, streams.interval), final = max(streams.final, excluded.final)"""
 
 
+class _StreamTally:
+    """One stream's part of a batch: highest seq, first and last seen, latest heartbeat, new events."""
+
+    __slots__ = ("seq", "first", "last", "heartbeat", "new")
+
+    def __init__(self, env: Envelope) -> None:
+        self.seq, self.first, self.last = env.seq, env.observed, env.observed
+        self.heartbeat: Envelope | None = None
+        self.new = 0
+
+    def see(self, env: Envelope) -> None:
+        if env.seq > self.seq:
+            self.seq = env.seq
+        observed = env.observed
+        if observed < self.first:
+            self.first = observed
+        elif observed > self.last:
+            self.last = observed
+
+    def row(self, key: tuple[str, str, str]) -> tuple:
+        hb = self.heartbeat
+        p = hb.payload if hb is not None else None
+        return (*key, self.seq, self.new, iso(self.first), iso(self.last), iso(hb.observed) if hb else None,
+                p.sent if p else None, p.dropped if p else None, p.interval if p else None,
+                int(getattr(p, "final", False)) if p else 0)
+
+
 def stream_rows(batch: list[Envelope], new_counts: dict[tuple[str, str, str], int]) -> list[tuple]:
     """One streams upsert per stream in the batch: highest seq, latest heartbeat, new events."""
-    acc: dict[tuple[str, str, str], dict[str, Any]] = {}
+    tallies = _tally_streams(batch)
+    for key, count in new_counts.items():
+        tallies[key].new = count
+    return [t.row(key) for key, t in tallies.items()]
+
+
+def _tally_streams(batch: list[Envelope]) -> dict[tuple[str, str, str], _StreamTally]:
+    tallies: dict[tuple[str, str, str], _StreamTally] = {}
     for env in batch:
-        k = (env.repo, env.source, env.stream)
-        s = acc.setdefault(k, {"seq": env.seq, "first": env.observed, "last": env.observed, "hb": None})
-        s["seq"] = max(s["seq"], env.seq)
-        s["first"] = min(s["first"], env.observed)
-        s["last"] = max(s["last"], env.observed)
-        if env.kind == "heartbeat" and (s["hb"] is None or env.seq >= s["hb"].seq):
-            s["hb"] = env
-    rows = []
-    for (repo, source, stream), s in acc.items():
-        hb = s["hb"]
-        p = hb.payload if hb else None
-        rows.append((repo, source, stream, s["seq"], new_counts.get((repo, source, stream), 0),
-                     iso(s["first"]), iso(s["last"]), iso(hb.observed) if hb else None,
-                     p.sent if p else None, p.dropped if p else None, p.interval if p else None,
-                     int(getattr(p, "final", False)) if p else 0))
-    return rows
+        key = (env.repo, env.source, env.stream)
+        tally = tallies.get(key)
+        if tally is None:
+            tally = tallies[key] = _StreamTally(env)
+        else:
+            tally.see(env)
+        if env.payload.kind == "heartbeat" and (tally.heartbeat is None or env.seq >= tally.heartbeat.seq):
+            tally.heartbeat = env
+    return tallies
 
 
 def open_store(path: str | Path) -> sqlite_utils.Database:
@@ -482,52 +510,52 @@ class SqliteSink:
             found.update(r[0] for r in self.conn.execute(sql, chunk))
         return found
 
-    def _maybe_stored(self, keyed: list[tuple[str, Envelope]]) -> list[str]:
+    def _maybe_stored(self, keyed: list[tuple[str, Envelope, str, tuple[str, str, str]]],
+                      streams: Iterable[tuple[str, str, str]]) -> list[str]:
         """Keys that could already be in `events`: all but positional keys past their stream's end.
 
         A positional key (repo/source/stream/seq) with a seq above the stream's highest
         stored seq cannot be stored yet, which spares the lookup for the live case.
         """
         ends: dict[tuple[str, str, str], int] = {}
-        for _, env in keyed:
-            sk = (env.repo, env.source, env.stream)
-            if sk not in ends:
-                row = self.conn.execute("SELECT last_seq FROM streams WHERE repo = ? AND source = ? AND stream = ?",
-                                        sk).fetchone()
-                ends[sk] = row[0] if row else -1
-        return [key for key, env in keyed
-                if not (_keyed_by_position(type(env.payload)) and env.seq > ends[(env.repo, env.source, env.stream)])]
+        for sk in streams:
+            row = self.conn.execute("SELECT last_seq FROM streams WHERE repo = ? AND source = ? AND stream = ?",
+                                    sk).fetchone()
+            ends[sk] = row[0] if row else -1
+        return [key for key, env, _, sk in keyed if not (_keyed_by_position(type(env.payload)) and env.seq > ends[sk])]
 
     def write(self, batch: list[Envelope]) -> None:
         """Store one batch in one transaction; events already stored change nothing."""
         if not batch:
             return
         with self._lock, self._transaction() as conn:
-            keyed = [(event_key(env), env) for env in batch if env.kind != "heartbeat"]
-            stored = self._stored_keys(self._maybe_stored(keyed))
+            # One pass over the batch for what every event needs (this runs per event
+            # at full bus speed): its key, its stream's tally, its repo's last sighting.
+            tallies = _tally_streams(batch)
+            keyed = [(event_key(env), env, env.payload.kind, (env.repo, env.source, env.stream))
+                     for env in batch if env.payload.kind != "heartbeat"]
+            stored = self._stored_keys(self._maybe_stored(keyed, tallies))
             event_rows = []
             ops: list[tuple[str, str, tuple]] = []
-            new_counts: dict[tuple[str, str, str], int] = {}
             restatements = Restatements(conn)
-            for key, env in keyed:
+            for key, env, kind, sk in keyed:
                 new = key not in stored
                 if new:
                     stored.add(key)  # a duplicate inside the batch is not new either
                     new = not restatements.restates(env)
                 if new:
-                    event_rows.append((key, env.repo, env.source, env.stream, env.seq, env.kind,
-                                       iso(env.time), iso(env.observed), env.model_dump_json()))
-                    sk = (env.repo, env.source, env.stream)
-                    new_counts[sk] = new_counts.get(sk, 0) + 1
-                if new or env.kind in _STATE_KINDS:
-                    ops.extend(derived_ops(env))
+                    event_rows.append((key, env.repo, env.source, env.stream, env.seq, kind,
+                                       iso(env.time), iso(env.observed), env.json_text()))
+                    tallies[sk].new += 1
+                if (new or kind in _STATE_KINDS) and kind in OPS_BY_KIND:
+                    ops.extend(OPS_BY_KIND[kind](env))
             last_seen: dict[str, datetime] = {}
-            for env in batch:
-                if env.repo not in last_seen or env.observed > last_seen[env.repo]:
-                    last_seen[env.repo] = env.observed
+            for (repo, _, _), tally in tallies.items():
+                if repo not in last_seen or tally.last > last_seen[repo]:
+                    last_seen[repo] = tally.last
             conn.executemany(_REPO_SQL, [(r, iso(t), iso(t)) for r, t in last_seen.items()])
             conn.executemany(_EVENT_SQL, event_rows)
-            conn.executemany(_STREAM_SQL, stream_rows(batch, new_counts))
+            conn.executemany(_STREAM_SQL, [t.row(sk) for sk, t in tallies.items()])
             restatements.flush()
             run_ops(conn, ops)
 

@@ -84,3 +84,60 @@ def test_a_lone_event_is_stored_at_once_not_after_flush_ms(tmp_path: Path) -> No
     finally:
         publisher.close()
         server.stop()
+
+
+def engineer_session(commits: int) -> list:
+    """One iteration: a supervisor commit, then `commits` engineer commits with code."""
+    from scorer_streams import Stream
+
+    s = Stream()
+    s.commit("SUPERVISOR AUTO (prompt=supervisor.md) (iter=00001): plan — tests: not run", files={"input.md": (5, 1)})
+    for i in range(commits):
+        s.commit(f"RALPH AUTO (prompt=main.md) (iter=00001): step {i} — tests: pytest tests/test_a.py -q (1 passed)",
+                 files={f"pkg/a{i}.py": (10, 0), "tests/test_a.py": (4, 0)})
+    return s.envelopes
+
+
+def test_a_batch_rescores_its_open_iteration_once_and_the_score_is_the_same() -> None:
+    from monitor.scorer import Scorer
+
+    envelopes = engineer_session(6)
+    scorer = Scorer(Settings())
+    each = [p for env in envelopes for p in scorer.process(env) if p.kind == "iteration_scored"]
+    batched = Scorer(Settings())
+    deferred = [p for env in envelopes for p in batched.process(env, defer=True) if p.kind == "iteration_scored"]
+    settled = [p for _, p in batched.settle()]
+    assert len(each) > 2 and deferred == [], "each commit moved the score; deferred, none came out yet"
+    assert len(settled) == 1 and settled[0] == each[-1], "one provisional score for the batch: the last one"
+    assert batched.settle() == [], "nothing more to settle"
+
+
+def test_a_server_batch_carries_one_provisional_score_per_repo() -> None:
+    from monitor.scorer import Scorer
+
+    settings = Settings()
+    server = Server(inproc_endpoint(), [], settings, context=zmq.Context(), scorer=Scorer(settings))
+    try:
+        out = server._score(engineer_session(6))
+    finally:
+        server.receiver.close()
+    scores = [e for e in out if e.kind == "iteration_scored"]
+    assert len(scores) == 1 and scores[0].payload.provisional and scores[0].payload.engineer_commits
+    assert out[-1] is scores[0], "after the events that moved it"
+
+
+def test_an_envelope_read_from_the_wire_is_stored_as_it_came(tmp_path: Path) -> None:
+    from monitor.events import Envelope
+    from sinks.sqlite import SqliteSink
+
+    sent = Envelope(repo="loop", source="files", stream="s", seq=1, payload=FileChanged(path="a.py", change="created"))
+    # Another sender's spelling of the same JSON: valid, read, and kept byte for byte.
+    wire = sent.to_wire().replace(b'"repo":', b'"repo" : ')
+    got = Envelope.from_wire(wire)
+    assert got == sent and got.json_text() == wire.decode()
+    assert sent.json_text() == sent.model_dump_json(), "made here: serialised"
+    assert got.model_copy(update={"seq": 2}).json_text() == sent.model_copy(update={"seq": 2}).model_dump_json()
+    sink = SqliteSink(tmp_path / "store.db")
+    sink.write([got])
+    assert sink.conn.execute("SELECT envelope FROM events").fetchone()[0] == wire.decode()
+    sink.close()
