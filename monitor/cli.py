@@ -268,7 +268,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     try:
         with progress:
-            count = backfill(repo, settings, publisher.publish, rev=args.rev, since=args.since, progress=advance)
+            with publisher.batch():  # a replay is one long burst: many envelopes to a message
+                count = backfill(repo, settings, publisher.publish, rev=args.rev, since=args.since, progress=advance)
     except GitError as err:
         raise UsageError(f"backfill of {repo}: {err}") from None
     finally:
@@ -629,6 +630,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
+    if argv is None:  # a loopmon process of its own (not a call from Python code)
+        from monitor.gc_tuning import tune_for_streaming
+
+        tune_for_streaming()
     try:
         return args.func(args)
     except ConfigError as err:

@@ -350,7 +350,8 @@ class Guarded:
 
     def _call(self, method: Callable[..., None], *args: Any) -> None:
         with self._lock:
-            method(*args)
+            with self.publisher.batch():  # what one call emits travels together
+                method(*args)
             if self.checkpoints is not None and self.publisher.sent != self._sent:
                 # Taken under the lock, after the call: the state is never ahead of what
                 # was handed to the publisher, whose numbers go up to `seq` now.

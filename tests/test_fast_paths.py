@@ -141,3 +141,71 @@ def test_an_envelope_read_from_the_wire_is_stored_as_it_came(tmp_path: Path) -> 
     sink.write([got])
     assert sink.conn.execute("SELECT envelope FROM events").fetchone()[0] == wire.decode()
     sink.close()
+
+
+def drain(receiver, want: int, timeout: float = 10.0) -> list:
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        got.extend(receiver.poll(50))
+    return got
+
+
+def test_a_batch_travels_as_one_message_and_arrives_as_numbered_events(tmp_path: Path) -> None:
+    from monitor.bus import BATCH_ENVELOPES, Receiver
+
+    endpoint = f"ipc://{tmp_path}/bus.sock"
+    receiver = Receiver(endpoint)
+    publisher = Publisher(endpoint, "loop", "files", context=zmq.Context())
+    with publisher.batch():
+        for i in range(BATCH_ENVELOPES + 10):  # one full batch goes out early, the rest at the end
+            publisher.publish(FileChanged(path=f"f{i}", change="created"))
+        assert receiver.counters.received == 0
+    got = drain(receiver, BATCH_ENVELOPES + 10)
+    assert [e.seq for e in got] == list(range(1, BATCH_ENVELOPES + 11))
+    assert receiver.counters.received == BATCH_ENVELOPES + 10, "each envelope counts as a message received"
+    publisher.close()
+    receiver.close()
+
+
+def test_a_bad_envelope_in_a_batch_is_reported_and_the_others_pass(tmp_path: Path) -> None:
+    from monitor.bus import BATCH_FRAME, Receiver
+    from monitor.events import Envelope
+
+    endpoint = f"ipc://{tmp_path}/bus.sock"
+    receiver = Receiver(endpoint)
+    raw = zmq.Context().socket(zmq.DEALER)
+    raw.connect(endpoint)
+    good = [Envelope(repo="loop", source="x", stream="s", seq=i, payload=FileChanged(path=f"f{i}", change="created")).to_wire()
+            for i in (1, 2)]
+    raw.send_multipart([BATCH_FRAME, good[0], b"{not json", good[1]])
+    got = drain(receiver, 3)
+    assert [e.kind for e in got] == ["file_changed", "warning", "file_changed"]
+    assert got[1].payload.code == "bus_malformed"
+    raw.close(0)
+    receiver.close()
+
+
+def test_a_batch_sent_while_nobody_listens_is_resent_event_by_event(tmp_path: Path) -> None:
+    from monitor.bus import Receiver
+    from monitor.config import BusSettings
+
+    endpoint = f"ipc://{tmp_path}/bus.sock"
+    tight = BusSettings(high_water_mark=2, send_timeout_ms=1, resend_seconds=0.2)
+    publisher = Publisher(endpoint, "loop", "files", settings=tight, context=zmq.Context())
+    with publisher.batch():
+        for i in range(1000):
+            publisher.publish(FileChanged(path=f"f{i}", change="created"))
+    assert publisher.pending == 1000 and publisher.dropped == 0
+    receiver = Receiver(endpoint, settings=tight)
+    files: dict[int, int] = {}
+    deadline = time.monotonic() + 20
+    while len(files) < 1000 and time.monotonic() < deadline:
+        publisher.heartbeat()
+        for env in receiver.poll(20):
+            if env.kind == "file_changed":
+                files[env.seq] = files.get(env.seq, 0) + 1
+        receiver.acknowledge()
+    assert sorted(files) == list(range(1, 1001)) and set(files.values()) == {1}, "every event exactly once"
+    publisher.close(0)
+    receiver.close()
