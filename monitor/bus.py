@@ -342,6 +342,14 @@ class Receiver:
         self._stored: Callable[[Envelope], bool] | None = None
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
+        # `wake` (from another thread) ends a `poll` at once: a server asked to stop
+        # does not sit out its poll's timeout.
+        address = f"inproc://loopmon-wake-{new_stream_id()}"
+        self._wake_in = self._context.socket(zmq.PAIR)
+        self._wake_in.bind(address)
+        self._wake_out = self._context.socket(zmq.PAIR)
+        self._wake_out.connect(address)
+        self._poller.register(self._wake_in, zmq.POLLIN)
 
     @property
     def bound_endpoint(self) -> str:
@@ -357,8 +365,11 @@ class Receiver:
         """Wait up to `timeout_ms` for traffic, then drain what is there (about `max_messages` envelopes at most:
         a batch message is taken whole)."""
         out: list[Envelope] = []
-        if not self._poller.poll(timeout_ms):
+        ready = self._poller.poll(timeout_ms)
+        if not ready:
             return out
+        if len(ready) > 1 or ready[0][0] is self._wake_in:
+            self._drain_wakes()
         while len(out) < max_messages:
             try:
                 frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=True)
@@ -568,7 +579,23 @@ class Receiver:
         state = self.streams.get((repo, source, stream))
         return state.last_seq if state else 0
 
+    def wake(self) -> None:
+        """End the current (or next) `poll` now; safe from any one other thread."""
+        try:
+            self._wake_out.send(b"", zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # already awake, or closed
+
+    def _drain_wakes(self) -> None:
+        while True:
+            try:
+                self._wake_in.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
     def close(self) -> None:
         self._socket.close()
+        self._wake_out.close(0)
+        self._wake_in.close(0)
         if self._auth is not None:
             self._auth.stop()

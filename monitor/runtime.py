@@ -283,6 +283,7 @@ class Server:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self.receiver.wake()
         if self._thread is not None:
             self._thread.join(timeout)
         for sink in self.sinks:

@@ -59,11 +59,16 @@ def iso(dt: datetime | None) -> str | None:
     return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode  # json.dumps would build one per call
+
+
 def as_json(value: Any) -> str | None:
     """Lists and dicts as JSON text (Datasette shows it as such); None stays NULL."""
     if value is None:
         return None
-    return json.dumps(value, ensure_ascii=False, default=str)
+    if not value and type(value) is list:
+        return "[]"
+    return _ENCODE(value)
 
 
 def event_key(env: Envelope) -> str:

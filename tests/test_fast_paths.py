@@ -209,3 +209,18 @@ def test_a_batch_sent_while_nobody_listens_is_resent_event_by_event(tmp_path: Pa
     assert sorted(files) == list(range(1, 1001)) and set(files.values()) == {1}, "every event exactly once"
     publisher.close(0)
     receiver.close()
+
+
+def test_a_receiver_woken_from_another_thread_stops_waiting(tmp_path: Path) -> None:
+    from monitor.bus import Receiver
+
+    receiver = Receiver(f"ipc://{tmp_path}/bus.sock")
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.append(receiver.poll(A_MINUTE_MS)))
+    waiter.start()
+    time.sleep(0.1)
+    receiver.wake()
+    waiter.join(20)
+    assert not waiter.is_alive() and got == [[]]
+    assert receiver.poll(0) == [], "the wake is used up: the next poll waits again"
+    receiver.close()
