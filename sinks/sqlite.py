@@ -549,8 +549,10 @@ class SqliteSink:
                     stored.add(key)  # a duplicate inside the batch is not new either
                     new = not restatements.restates(env)
                 if new:
-                    event_rows.append((key, env.repo, env.source, env.stream, env.seq, kind,
-                                       iso(env.time), iso(env.observed), env.json_text()))
+                    # Most events happen when they are observed: one timestamp to format, not two.
+                    when = iso(env.time)
+                    seen = when if env.observed == env.time else iso(env.observed)
+                    event_rows.append((key, env.repo, env.source, env.stream, env.seq, kind, when, seen, env.json_text()))
                     tallies[sk].new += 1
                 if (new or kind in _STATE_KINDS) and kind in OPS_BY_KIND:
                     ops.extend(OPS_BY_KIND[kind](env))
