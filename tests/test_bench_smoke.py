@@ -17,6 +17,7 @@ SCRIPTS = {
     "file_latency.py": r"RESULT file latency: p99 [\d.]+ ms",
     "throughput.py": r"RESULT throughput: [\d,]+ events/s .* baseline [\d,]+ events/s; ratio [\d.]+",
     "backfill.py": r"RESULT backfill: [\d.]+ s for \d+ commits .* ratio [\d.]+",
+    "backfill_stages.py": r"RESULT backfill stages: [\d.]+ s CPU for \d+ commits .*collect \d+ %",
     "scorer_memory.py": r"RESULT scorer memory: \d+ MB RSS after [\d,]+ events",
     "idle_cost.py": r"RESULT idle cost: [\d.]+ % of a core with the live view, [\d.]+ % headless",
     "view_cost.py": r"RESULT view cost: [\d.]+ % of a core at [\d,]+ events/s",
