@@ -452,8 +452,10 @@ class CommitCollector(Collector):
         old = self._tips or {}
         old_shas = set(old.values())
         new_shas = set(tips.values())
+        fresh = self._one_new_commit(old_shas, new_shas)
         try:
-            fresh = rev_list(self.root, sorted(new_shas), self._existing(sorted(old_shas - new_shas)) + sorted(old_shas & new_shas))
+            if fresh is None:
+                fresh = rev_list(self.root, sorted(new_shas), self._existing(sorted(old_shas - new_shas)) + sorted(old_shas & new_shas))
         except GitError as exc:
             self._warn_once("git_rev_list", f"cannot list new commits: {exc}")
             return
@@ -504,6 +506,22 @@ class CommitCollector(Collector):
                     new=tips[ref],
                     orphaned=len(left),
                 )
+
+    def _one_new_commit(self, old_shas: set[str], new_shas: set[str]) -> list[str] | None:
+        """The common case read without a `git rev-list` process (commit latency): one new
+        tip whose parents were all tips already, as after `git commit`. None: ask git.
+
+        (Were that commit already reachable from another old tip, it is sent again; the
+        store and the scorer know a commit by its sha and take it once.)"""
+        added = new_shas - old_shas
+        if len(added) != 1 or not old_shas:
+            return None
+        sha = next(iter(added))
+        try:
+            parents = self._objects.parents(sha)
+        except GitError:
+            return None
+        return [sha] if parents and set(parents) <= old_shas else None
 
     def _existing(self, shas: list[str]) -> list[str]:
         if not shas:

@@ -821,6 +821,10 @@ class ObjectReader:
     def exists(self, oids: Sequence[str]) -> dict[str, bool]:
         return {oid: size is not None for oid, size in self.sizes(oids).items()}
 
+    def parents(self, sha: str) -> list[str] | None:
+        """A commit's parents, read from its object; None when it is missing or not a commit."""
+        return self._ask("_batch", "--batch", [sha], self._read_parents).get(sha)  # type: ignore[return-value]
+
     # A process that dies on an object (a partial clone's cat-file dies on a blob it
     # cannot fetch) is restarted after it, this many times per call at most.
     MAX_RESTARTS = 20
@@ -875,6 +879,23 @@ class ObjectReader:
         if len(data) != size + 1:
             raise GitError("git cat-file ended")
         return data[:size] if parts[1] == b"blob" else None
+
+    @staticmethod
+    def _read_parents(stdout: IO[bytes]) -> list[str] | None:
+        line = stdout.readline()
+        if not line:
+            raise GitError("git cat-file ended")
+        parts = line.split()
+        if len(parts) != 3 or parts[1] == b"missing":
+            return None
+        size = int(parts[2])
+        data = stdout.read(size + 1)
+        if len(data) != size + 1:
+            raise GitError("git cat-file ended")
+        if parts[1] != b"commit":
+            return None
+        header = data[:size].split(b"\n\n", 1)[0]
+        return [line[len(b"parent ") :].decode("ascii") for line in header.split(b"\n") if line.startswith(b"parent ")]
 
     def _kill(self, name: str) -> None:
         proc = getattr(self, name)

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import zmq
 
 from collectors.watch import Change, RepoWatcher, completes_ref_update
@@ -224,3 +225,46 @@ def test_a_receiver_woken_from_another_thread_stops_waiting(tmp_path: Path) -> N
     assert not waiter.is_alive() and got == [[]]
     assert receiver.poll(0) == [], "the wake is used up: the next poll waits again"
     receiver.close()
+
+
+def test_one_commit_on_a_known_tip_is_read_without_git_rev_list(repo: GitRepo, monkeypatch) -> None:
+    from collectors import commits
+    from collectors.commits import CommitCollector
+    from monitor.events import Commit
+
+    repo.commit("base", {"a.txt": "0\n"})
+    emitted: list = []
+    live = CommitCollector(repo.root, Settings(), lambda payload, when: emitted.append(payload))
+    live.scan()
+    listed: list = []
+    real_rev_list = commits.rev_list
+    monkeypatch.setattr(commits, "rev_list", lambda *a, **k: listed.append(a) or real_rev_list(*a, **k))
+    one = repo.commit("one", {"a.txt": "1\n"})
+    live.refresh()
+    assert [c.sha for c in emitted if isinstance(c, Commit)] == [one] and listed == []
+    # Two at once, or a tip whose parent is no known tip: git lists them, parents first.
+    two, three = repo.commit("two", {"a.txt": "2\n"}), repo.commit("three", {"a.txt": "3\n"})
+    live.refresh()
+    assert [c.sha for c in emitted if isinstance(c, Commit)] == [one, two, three] and len(listed) == 1
+    live.close()
+
+
+def test_a_new_merge_of_two_known_tips_is_read_without_git_rev_list(repo: GitRepo, monkeypatch) -> None:
+    from collectors import commits
+    from collectors.commits import CommitCollector
+    from monitor.events import Commit
+
+    repo.commit("base", {"a.txt": "0\n"})
+    repo.git("checkout", "-q", "-b", "side")
+    repo.commit("side", {"b.txt": "1\n"})
+    repo.git("checkout", "-q", "main")
+    repo.commit("main", {"a.txt": "1\n"})
+    emitted: list = []
+    live = CommitCollector(repo.root, Settings(), lambda payload, when: emitted.append(payload))
+    live.scan()
+    monkeypatch.setattr(commits, "rev_list", lambda *a, **k: pytest.fail("rev-list asked"))
+    repo.git("merge", "-q", "--no-edit", "side")
+    live.refresh()
+    (merge,) = [c for c in emitted if isinstance(c, Commit)]
+    assert merge.sha == repo.git("rev-parse", "HEAD") and len(merge.parents) == 2
+    live.close()
