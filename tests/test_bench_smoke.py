@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = {
     "commit_latency.py": r"RESULT commit latency: p99 [\d.]+ ms",
+    "commit_trace.py": r"RESULT commit trace: row seen at median [\d.]+ ms",
     "file_latency.py": r"RESULT file latency: p99 [\d.]+ ms",
     "throughput.py": r"RESULT throughput: [\d,]+ events/s .* baseline [\d,]+ events/s; ratio [\d.]+",
     "backfill.py": r"RESULT backfill: [\d.]+ s for \d+ commits .* ratio [\d.]+",
