@@ -195,6 +195,55 @@ ROLES = {
 }
 
 
+# --------------------------------------------------------------------------- stages
+
+
+def stages(count: int) -> dict[str, float]:
+    """CPU µs per event of each step of the receiving half, one step after the other, in
+    this process (GC as in a loopmon process): where a receiver's time goes."""
+    from monitor.bus import Receiver
+    from monitor.config import Settings
+    from monitor.events import Envelope, utcnow
+    from monitor.gc_tuning import tune_for_streaming
+    from monitor.runtime import Server
+    from monitor.scorer import Scorer
+    from sinks.sqlite import SqliteSink
+
+    tune_for_streaming()
+    settings = Settings()
+    now = utcnow()
+    wires = [Envelope(repo="bench", source="bench", stream="s1", seq=seq, time=now, observed=now, payload=p).to_wire()
+             for seq, p in enumerate(payloads(count), start=1)]
+    batch = settings.store.batch_size
+    out: dict[str, float] = {"json.loads (the baseline's decode)": 0.0, "receive (validate, sequence)": 0.0,
+                             "score": 0.0, "store (SqliteSink.write)": 0.0}
+    with tempfile.TemporaryDirectory(prefix="loopmon-bench-") as tmp:
+        receiver = Receiver(f"ipc://{tmp}/stages.sock")
+        server = Server(f"ipc://{tmp}/unused.sock", [], settings, scorer=Scorer(settings))
+        sink = SqliteSink(Path(tmp) / "stages.db")
+        t = time.process_time()
+        for w in wires:
+            json.loads(w)
+        out["json.loads (the baseline's decode)"] = time.process_time() - t
+        for i in range(0, len(wires), batch):
+            received: list = []
+            t0 = time.process_time()
+            for w in wires[i : i + batch]:
+                receiver._accept([b"bench", w], received)
+            t1 = time.process_time()
+            scored = server._score(received)
+            t2 = time.process_time()
+            sink.write(scored)
+            t3 = time.process_time()
+            out["receive (validate, sequence)"] += t1 - t0
+            out["score"] += t2 - t1
+            out["store (SqliteSink.write)"] += t3 - t2
+        sink.close()
+        server.receiver.close()
+        receiver.close()
+    return {k: 1e6 * v / count for k, v in out.items()}
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -228,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000, help="events per run (default 200000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each pipeline (default 3)")
+    parser.add_argument("--stages", action="store_true", help="also split the receiving half's CPU per event by step")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
@@ -255,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             cpu = "  ".join(f"{mode} CPU/event: sender {runs[mode][1]:.0f} µs, receiver {runs[mode][2]:.0f} µs" for mode in order)
             print(f"run {r + 1}: loopmon {got['loopmon']:,.0f}/s  baseline {got['baseline']:,.0f}/s  "
                   f"ratio {ratios[-1]:.2f}  ({cpu})", flush=True)
+    if args.stages:
+        print("receiving half, CPU per event by step (in this process, one step after the other):")
+        for step, micros in stages(min(args.events, 50_000)).items():
+            print(f"  {step:36s} {micros:6.1f} µs")
     rate, base, ratio = benchlib.median(rates["loopmon"]), benchlib.median(rates["baseline"]), benchlib.median(ratios)
     print(f"RESULT throughput: {rate:,.0f} events/s (median of {args.repeats}); baseline {base:,.0f} events/s; "
           f"ratio {ratio:.2f} (goal >= {GOAL_RATE:,} and >= {GOAL_RATIO}): "
