@@ -455,13 +455,9 @@ class Receiver:
         state.identity = identity
         self._touched.add(key)
         warnings: list[Envelope] = []
-        if state.silent_reported:
-            state.silent_reported = False
-            warnings.append(
-                self.warning(env.repo, "collector_back", f"collector {env.source} is sending again", source=env.source, stream=env.stream)
-            )
         if env.seq <= state.last_seq:
             if env.seq in state.holes:  # a resend fills a gap
+                self._sending_again(state, env, warnings)
                 state.holes.discard(env.seq)
                 self.counters.refilled += 1
                 if not state.holes:
@@ -477,10 +473,14 @@ class Receiver:
                 return warnings, True
             if env.seq <= state.resumed_through and self._stored is not None and not isinstance(env.payload, Heartbeat):
                 if not self._stored(env):  # a hole the last run left in the store
+                    self._sending_again(state, env, warnings)
                     self.counters.refilled += 1
                     return warnings, True
-            self.counters.duplicates += 1  # already stored: a resend after a restart
+            # Already stored: a resend after a restart, or of what was not acknowledged yet
+            # (a stream that said goodbye resends its last events while it waits): nothing new.
+            self.counters.duplicates += 1
             return warnings, False
+        self._sending_again(state, env, warnings)
         expected = state.last_seq + 1
         if env.seq > expected:
             lost = env.seq - expected
@@ -517,6 +517,14 @@ class Receiver:
                     )
                 )
         return warnings, True
+
+    def _sending_again(self, state: StreamState, env: Envelope, warnings: list[Envelope]) -> None:
+        """A stream reported silent (or resumed, or stopped cleanly) sends something new."""
+        if state.silent_reported:
+            state.silent_reported = False
+            warnings.append(
+                self.warning(env.repo, "collector_back", f"collector {env.source} is sending again", source=env.source, stream=env.stream)
+            )
 
     def resume(
         self, positions: dict[tuple[str, str, str], int], stored: Callable[[Envelope], bool] | None = None

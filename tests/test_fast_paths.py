@@ -268,3 +268,24 @@ def test_a_new_merge_of_two_known_tips_is_read_without_git_rev_list(repo: GitRep
     (merge,) = [c for c in emitted if isinstance(c, Commit)]
     assert merge.sha == repo.git("rev-parse", "HEAD") and len(merge.parents) == 2
     live.close()
+
+
+def test_a_stream_that_said_goodbye_and_resends_what_was_not_yet_acknowledged_is_not_back(tmp_path: Path) -> None:
+    from monitor.bus import Receiver
+    from monitor.config import BusSettings
+
+    endpoint = f"ipc://{tmp_path}/bus.sock"
+    quick = BusSettings(resend_seconds=0.1)
+    receiver = Receiver(endpoint, settings=quick)
+    publisher = Publisher(endpoint, "loop", "files", settings=quick, context=zmq.Context())
+    publisher.publish(FileChanged(path="a", change="created"))
+    publisher.heartbeat(final=True)
+    got = drain(receiver, 2)
+    assert [e.kind for e in got] == ["file_changed", "heartbeat"]
+    # No acknowledgement yet (a busy store): the stopping collector sends both again.
+    publisher.flush(0.5)
+    again = drain(receiver, 1, timeout=1.0)
+    assert receiver.counters.duplicates >= 2
+    assert again == [], [e.payload for e in again]
+    publisher.close(0)
+    receiver.close()
