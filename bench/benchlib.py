@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from monitor.events import (
     BatonChanged,
@@ -112,6 +112,31 @@ def verdict(ok: bool) -> str:
 
 
 # --------------------------------------------------------------------------- processes
+
+
+def latency_runs(
+    one_run: "Callable[[int, Path, int], list[float]]", count: int, repeats: int, goal_ms: float, what: str, note: str = ""
+) -> float:
+    """Run `one_run(count, workdir, seed)` `repeats` times against fresh monitors; print each
+    run's distribution and the median of the runs' p99, which is returned."""
+    import tempfile
+
+    print("process: loopmon run --headless (embedded: collectors, bus, scorer, store in one process)")
+    p99s: list[float] = []
+    everything: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="loopmon-bench-") as tmp:
+        for r in range(repeats):
+            lat = one_run(count, Path(tmp), r)
+            p99s.append(percentile(lat, 99))
+            everything += lat
+            print(f"run {r + 1}: {distribution(lat)}", flush=True)
+    p99 = median(p99s)
+    print(f"all runs: {distribution(everything)}")
+    print(
+        f"RESULT {what}: p99 {p99:.1f} ms (median of {repeats} runs' p99{note}; goal < {goal_ms:.0f} ms): "
+        f"{verdict(p99 < goal_ms)}"
+    )
+    return p99
 
 
 def cpu_seconds(pid: int) -> float:

@@ -16,7 +16,6 @@ import argparse
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -80,18 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.commits, args.repeats = 5, 1
     benchlib.header("commit latency: git commit returns -> row with numstat in SQLite", SCRIPT, args)
-    print("process: loopmon run --headless (embedded: collectors, bus, scorer, store in one process)")
-    p99s, everything = [], []
-    with tempfile.TemporaryDirectory(prefix="loopmon-bench-") as tmp:
-        for r in range(args.repeats):
-            lat = one_run(args.commits, Path(tmp), seed=r)
-            p99s.append(benchlib.percentile(lat, 99))
-            everything += lat
-            print(f"run {r + 1}: {benchlib.distribution(lat)}", flush=True)
-    p99 = benchlib.median(p99s)
-    print(f"all runs: {benchlib.distribution(everything)}")
-    print(f"RESULT commit latency: p99 {p99:.1f} ms (median of {args.repeats} runs' p99; goal < {GOAL_P99_MS:.0f} ms): "
-          f"{benchlib.verdict(p99 < GOAL_P99_MS)}")
+    benchlib.latency_runs(one_run, args.commits, args.repeats, GOAL_P99_MS, "commit latency", "")
     return 0
 
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -79,18 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.writes, args.repeats = 6, 1
     benchlib.header("file latency: a write in the watched repo -> its row in SQLite", SCRIPT, args)
-    print("process: loopmon run --headless (embedded: collectors, bus, scorer, store in one process)")
-    p99s, everything = [], []
-    with tempfile.TemporaryDirectory(prefix="loopmon-bench-") as tmp:
-        for r in range(args.repeats):
-            lat = one_run(args.writes, Path(tmp), seed=r)
-            p99s.append(benchlib.percentile(lat, 99))
-            everything += lat
-            print(f"run {r + 1}: {benchlib.distribution(lat)}", flush=True)
-    p99 = benchlib.median(p99s)
-    print(f"all runs: {benchlib.distribution(everything)}")
-    print(f"RESULT file latency: p99 {p99:.1f} ms (median of {args.repeats} runs' p99, debounce included; "
-          f"goal < {GOAL_P99_MS:.0f} ms): {benchlib.verdict(p99 < GOAL_P99_MS)}")
+    benchlib.latency_runs(one_run, args.writes, args.repeats, GOAL_P99_MS, "file latency", ", debounce included")
     return 0
 
 
