@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 import shlex
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from collectors.base import Collector, Emit
-from collectors.textfile import FileRead, looks_binary, read_settled, touched_paths
+from collectors.base import Emit
+from collectors.textfile import FileRead, OneFileCollector, looks_binary
 from monitor.config import Settings
 from monitor.events import BriefUpdated, Warning, digest
 
@@ -231,7 +230,7 @@ class BriefTracker:
         return [parse_brief(text, path)]
 
 
-class BriefCollector(Collector):
+class BriefCollector(OneFileCollector):
     """Reads `files.brief` (input.md) whenever it changes.
 
     A brief read while being rewritten (empty, or cut before its last newline) is
@@ -245,12 +244,9 @@ class BriefCollector(Collector):
         super().__init__(root, settings, emit)
         self.path = settings.files.brief
         self.tracker = BriefTracker()
-        self.wait_seconds = settings.watch.baton_retry_ms / 1000.0
-        self.pause = time.sleep  # the wait before a re-read; a test swaps in "the writer finishes"
-        self._error: str | None = None
 
-    def wants(self, path: str) -> bool:
-        return path == self.path
+    def incomplete(self, read: FileRead) -> bool:
+        return _incomplete(read)
 
     def scan(self) -> None:
         self.refresh()
@@ -262,21 +258,11 @@ class BriefCollector(Collector):
         digests = state.get("digests") or {}
         self.tracker._digests.update({p: d for p, d in digests.items() if isinstance(d, str)})
 
-    def on_changes(self, changes: list[Any]) -> None:
-        if touched_paths(changes, self.wants):
-            self.refresh()
-
     def refresh(self) -> None:
-        read = read_settled(self.root, self.path, _incomplete, self.pause, self.wait_seconds)
-        if not read.exists:
+        text = self.read_text()
+        if text is None:
             return
-        if read.error is not None:
-            if self._error != read.error:
-                self._error = read.error
-                self.warn("brief_unreadable", f"{self.path} cannot be read: {read.error}", path=self.path)
-            return
-        self._error = None
-        for payload in self.tracker.update(self.path, read.text):
+        for payload in self.tracker.update(self.path, text):
             self.emit(payload, None)
             if self.settings.alerts.check_selectors and payload.mapped_tests:
                 self._check_selectors(payload)

@@ -19,13 +19,12 @@ trimmed or archived file never brings an entry back.
 from __future__ import annotations
 
 import re
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from collectors.base import Collector, Emit
-from collectors.textfile import FileRead, looks_binary, read_settled, touched_paths
+from collectors.base import Emit
+from collectors.textfile import FileRead, OneFileCollector, looks_binary
 from monitor.config import Settings
 from monitor.events import MemoryEntry, Warning, digest
 
@@ -224,7 +223,7 @@ class MemoryTracker:
         return new
 
 
-class MemoryCollector(Collector):
+class MemoryCollector(OneFileCollector):
     """Reads `files.memory` (galph_memory.md) whenever it changes.
 
     At start every entry is reported, dated from its heading's stamp (the only
@@ -240,12 +239,9 @@ class MemoryCollector(Collector):
         super().__init__(root, settings, emit)
         self.path = settings.files.memory
         self.tracker = MemoryTracker()
-        self.wait_seconds = settings.watch.baton_retry_ms / 1000.0
-        self.pause = time.sleep  # the wait before a re-read; a test swaps in "the writer finishes"
-        self._error: str | None = None
 
-    def wants(self, path: str) -> bool:
-        return path == self.path
+    def incomplete(self, read: FileRead) -> bool:
+        return _incomplete(read)
 
     def scan(self) -> None:
         self.refresh(initial=True)
@@ -258,21 +254,11 @@ class MemoryCollector(Collector):
         for path, keys in (state.get("seen") or {}).items():
             self.tracker._seen[path] = {(str(k[0]), int(k[1])) for k in keys if isinstance(k, list) and len(k) == 2}
 
-    def on_changes(self, changes: list[Any]) -> None:
-        if touched_paths(changes, self.wants):
-            self.refresh()
-
     def refresh(self, initial: bool = False) -> None:
-        read = read_settled(self.root, self.path, _incomplete, self.pause, self.wait_seconds)
-        if not read.exists:
+        text = self.read_text()
+        if text is None:
             return
-        if read.error is not None:
-            if self._error != read.error:
-                self._error = read.error
-                self.warn("memory_unreadable", f"{self.path} cannot be read: {read.error}", path=self.path)
-            return
-        self._error = None
-        for payload in self.tracker.update(self.path, read.text):
+        for payload in self.tracker.update(self.path, text):
             when = entry_time(payload) if initial and isinstance(payload, MemoryEntry) else None
             self.emit(payload, when)
 

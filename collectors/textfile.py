@@ -9,9 +9,13 @@ short pause, for as long as it keeps changing, before anyone diffs it.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+from collectors.base import Collector, Emit
+from monitor.config import Settings
 
 # A loop file past this size is not a loop file; reading it all would only hurt.
 MAX_BYTES = 32 * 1024 * 1024
@@ -104,3 +108,47 @@ def touched_paths(changes: Iterable[object], wants: Callable[[str], bool]) -> li
             if path and not getattr(change, "is_dir", False) and wants(path):
                 seen[path] = None
     return list(seen)
+
+
+class OneFileCollector(Collector):
+    """A collector of one loop file, read whole whenever it changes.
+
+    A read that `incomplete` says was caught mid-write is read again after
+    `watch.baton_retry_ms`; a file that cannot be read gives one warning per
+    distinct error (`<name>_unreadable`). Subclasses set `path` and `tracker`
+    and say what to do with the text in `refresh`.
+    """
+
+    path: str
+
+    def __init__(self, root: str | Path, settings: Settings, emit: Emit) -> None:
+        super().__init__(root, settings, emit)
+        self.wait_seconds = settings.watch.baton_retry_ms / 1000.0
+        self.pause = time.sleep  # the wait before a re-read; a test swaps in "the writer finishes"
+        self._error: str | None = None
+
+    def incomplete(self, read: FileRead) -> bool:
+        raise NotImplementedError
+
+    def wants(self, path: str) -> bool:
+        return path == self.path
+
+    def on_changes(self, changes: list[object]) -> None:
+        if touched_paths(changes, self.wants):
+            self.refresh()
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+    def read_text(self) -> str | None:
+        """The file's settled text, or None when it is absent or unreadable (said once)."""
+        read = read_settled(self.root, self.path, self.incomplete, self.pause, self.wait_seconds)
+        if not read.exists:
+            return None
+        if read.error is not None:
+            if self._error != read.error:
+                self._error = read.error
+                self.warn(f"{self.name}_unreadable", f"{self.path} cannot be read: {read.error}", path=self.path)
+            return None
+        self._error = None
+        return read.text
