@@ -81,14 +81,12 @@ def _err(message: str) -> None:
     print(f"loopmon: {message}", file=sys.stderr, flush=True)
 
 
-def _make_scorer(settings: Settings, store: Any) -> Any | None:
-    try:
-        from monitor.scorer import Scorer
-    except ImportError:
-        return None
+def _make_scorer(settings: Settings, store: Any) -> Any:
+    """A scorer that has caught up with what the store already holds."""
+    from monitor.scorer import Scorer
+
     scorer = Scorer(settings)
-    if store is not None:
-        scorer.restore(store.input_events(), store.alert_keys())
+    scorer.restore(store.input_events(), store.alert_keys())
     return scorer
 
 

@@ -23,7 +23,6 @@ from monitor.config import Settings
 from monitor.events import CollectorStarted, Envelope, Warning
 from monitor.resume import Checkpoints, Saved, StateFolder
 
-StreamKey = tuple[str, str, str]
 # A sink that failed is tried again this often.
 _RETRY_SECONDS = 1.0
 # While a sink fails, the server holds at most this many batches before it stops receiving.
@@ -299,27 +298,27 @@ class Server:
 
 def default_collector_classes() -> list[type]:
     """Every collector loopmon runs against a repo, in start order."""
+    from collectors.baton import BatonCollector
+    from collectors.brief import BriefCollector
+    from collectors.commits import CommitCollector
     from collectors.files import FileCollector
     from collectors.gitstate import GitStateCollector
     from collectors.hubs import HubCollector
+    from collectors.ledger import LedgerCollector
+    from collectors.memory import MemoryCollector
+    from collectors.prompts import PromptCollector
 
-    classes: list[type] = []
-    # Imported one by one so the set grows as collectors land.
-    for module, name in (
-        ("collectors.commits", "CommitCollector"),
-        ("collectors.baton", "BatonCollector"),
-        ("collectors.ledger", "LedgerCollector"),
-        ("collectors.brief", "BriefCollector"),
-        ("collectors.memory", "MemoryCollector"),
-        ("collectors.prompts", "PromptCollector"),
-    ):
-        try:
-            mod = __import__(module, fromlist=[name])
-            classes.append(getattr(mod, name))
-        except (ImportError, AttributeError):
-            continue
-    classes += [HubCollector, GitStateCollector, FileCollector]
-    return classes
+    return [
+        CommitCollector,
+        BatonCollector,
+        LedgerCollector,
+        BriefCollector,
+        MemoryCollector,
+        PromptCollector,
+        HubCollector,
+        GitStateCollector,
+        FileCollector,
+    ]
 
 
 class Guarded:
@@ -565,9 +564,6 @@ class CollectorSet:
                         "after a restart it would scan from an older state (nothing is lost, some events come again)",
                         collector=g.name,
                     )
-
-    def positions(self) -> dict[StreamKey, int]:
-        return {(p.repo, p.source, p.stream): p.seq for p in self.publishers.values()}
 
     def stop(self) -> None:
         self._stop.set()
